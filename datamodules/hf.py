@@ -1,0 +1,79 @@
+"""Hugging Face `datasets` as a DataModule: a local `imagefolder` directory offline, a hub id online."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from datamodules.base import BaseImageDataModule
+from datamodules.splits import OnOverlap, SubsampleMode, sha256_bytes
+
+
+class HFDataModule(BaseImageDataModule):
+    """Any `datasets.load_dataset` source with an image column and a class-label column.
+
+    Args:
+        path: a local directory (loaded with the `imagefolder` builder) or a hub dataset id
+            (needs internet; with HF_HUB_OFFLINE=1 only cached datasets load).
+        image_column / label_column: column names (defaults "image" / "label").
+        Splits named train/validation/test in the dataset are used as they are.
+    """
+
+    def __init__(self, path: str, image_column: str = "image", label_column: str = "label",
+                 image_size: int = 64, channels: int = 1, batch_size: int = 32, num_workers: int = 0,
+                 test_fraction: float = 0.2, val_fraction: float = 0.1, num_folds: int = 5,
+                 fold: int | None = None, subsample_fraction: float | None = None,
+                 subsample: SubsampleMode = "keep", seed: int = 0, on_overlap: OnOverlap = "error",
+                 train_transforms: list[dict[str, Any]] | None = None):
+        super().__init__(image_size=image_size, channels=channels, batch_size=batch_size,
+                         num_workers=num_workers, test_fraction=test_fraction, val_fraction=val_fraction,
+                         num_folds=num_folds, fold=fold, subsample_fraction=subsample_fraction,
+                         subsample=subsample, seed=seed, on_overlap=on_overlap,
+                         train_transforms=train_transforms)
+        import datasets
+
+        self.path, self.image_column, self.label_column = path, image_column, label_column
+        try:
+            if Path(path).is_dir():
+                self.ds = datasets.load_dataset("imagefolder", data_dir=path)
+            else:
+                self.ds = datasets.load_dataset(path)
+        except Exception as exc:  # datasets raises many types; all mean "cannot load this source"
+            raise ValueError(f"data.path={path}: datasets.load_dataset failed ({exc}). Offline, give a local "
+                             "imagefolder directory") from exc
+        first = self.ds[next(iter(self.ds))]
+        for col in (image_column, label_column):
+            if col not in first.column_names:
+                raise ValueError(f"data.{'image' if col == image_column else 'label'}_column={col!r} is not a "
+                                 f"column of {path}: {first.column_names}")
+        feature = first.features[label_column]
+        self.class_names = list(getattr(feature, "names", None) or
+                                [str(x) for x in sorted(set(first[label_column]))])
+        self._images: dict[str, Any] = {}
+
+    def describe_source(self) -> str:
+        return str(self.path)
+
+    def build_catalogue(self) -> pd.DataFrame:
+        split_map = {"train": "train", "validation": "val", "val": "val", "test": "test"}
+        rows = []
+        for split, part in self.ds.items():
+            source_split = split_map.get(split, "")
+            for i, ex in enumerate(part):
+                key = f"{split}/{i:06d}"
+                arr = np.asarray(ex[self.image_column])
+                self._images[key] = arr
+                label = int(ex[self.label_column])
+                rows.append({"key": key, "label": label, "class_name": self.class_names[label],
+                             "source_split": source_split, "sha256": sha256_bytes(arr.tobytes()), "group": ""})
+        if not any(r["source_split"] == "train" for r in rows):
+            for r in rows:
+                r["source_split"] = ""
+        return pd.DataFrame(rows)
+
+    def load_image(self, row: pd.Series) -> np.ndarray:
+        arr = self._images[row["key"]]
+        return arr if arr.dtype == np.uint8 else np.clip(arr, 0, 255).astype(np.uint8)

@@ -1,0 +1,271 @@
+"""Every split, fold, subsample, group and overlap decision, shared by all DataModules.
+
+The input is a *catalogue*: a DataFrame with one row per image and the columns
+
+    key           relative path (or an id) that names the image in messages and manifests
+    label         int class index
+    class_name    str
+    source_split  "train" | "val" | "test" | "" (a split the data came with, e.g. Training/Testing)
+    sha256        content hash (file bytes, or array bytes for in-memory data)
+    group         patient / scan id ("" when unknown)
+
+`assign_splits` returns the same frame with `split` in {train, val, test, excluded} and `fold`
+(-1 outside the training portion), deterministically from `seed`. `audit_overlap` then applies
+the `on_overlap` policy. The manifest written into each run directory is this frame.
+
+Byte-identical images are always put in the same group before any split we make ourselves, so a
+split of ours never puts one picture on both sides; splits that come with the data (Training /
+Testing trees) are audited instead, because those are the user's and must not be silently changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+log = logging.getLogger(__name__)
+
+OnOverlap = Literal["error", "drop_test", "allow"]
+SubsampleMode = Literal["keep", "complement"]
+
+
+class SplitError(ValueError):
+    """A split cannot be made as configured (the message says which option to change)."""
+
+
+@dataclass
+class SplitOptions:
+    """The split options every DataModule exposes (see `BaseImageDataModule`)."""
+
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    num_folds: int = 5
+    fold: int | None = None
+    subsample_fraction: float | None = None
+    subsample: SubsampleMode = "keep"
+    group_pattern: str | None = None
+    seed: int = 0
+    on_overlap: OnOverlap = "error"
+
+    def validate(self) -> None:
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise SplitError(f"data.{name}={value} must be in [0, 1)")
+        if self.subsample_fraction is not None and not 0.0 < self.subsample_fraction < 1.0:
+            raise SplitError(f"data.subsample_fraction={self.subsample_fraction} must be in (0, 1)")
+        if self.subsample not in ("keep", "complement"):
+            raise SplitError(f"data.subsample={self.subsample!r} must be 'keep' or 'complement'")
+        if self.on_overlap not in ("error", "drop_test", "allow"):
+            raise SplitError(f"data.on_overlap={self.on_overlap!r} must be error, drop_test or allow")
+        if self.fold is not None:
+            if self.num_folds < 2:
+                raise SplitError(f"data.num_folds={self.num_folds} must be >= 2 when data.fold is set")
+            if not 0 <= self.fold < self.num_folds:
+                raise SplitError(f"data.fold={self.fold} must be in [0, {self.num_folds - 1}]")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    return sha256_bytes(Path(path).read_bytes())
+
+
+def groups_from_pattern(keys: pd.Series, pattern: str | None) -> pd.Series:
+    """Patient/scan id per image from `group_pattern` (first regex group, matched on the file name).
+
+    Names that do not match keep their own group and are counted in a warning; a pattern that
+    matches nothing is an error, because then grouping would silently do nothing.
+    """
+    if not pattern:
+        return pd.Series([""] * len(keys), index=keys.index)
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise SplitError(f"data.group_pattern={pattern!r} is not a valid regex: {exc}") from exc
+    if regex.groups < 1:
+        raise SplitError(f"data.group_pattern={pattern!r} needs one capture group, e.g. '^(\\d+) \\('")
+    names = keys.map(lambda k: Path(str(k)).name)
+    found = names.map(lambda n: (m.group(1) if (m := regex.search(n)) else None))
+    misses = int(found.isna().sum())
+    if misses == len(keys) and len(keys):
+        raise SplitError(
+            f"data.group_pattern={pattern!r} matched none of {len(keys)} file names "
+            f"(first: {names.iloc[0]!r}); fix the pattern or leave it unset"
+        )
+    if misses:
+        log.warning("group_pattern %r did not match %d file names; each keeps its own group", pattern, misses)
+    return found.fillna("").astype(str)
+
+
+def _connected_groups(df: pd.DataFrame) -> pd.Series:
+    """One id per connected component of 'same patient group' OR 'same content hash'."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    for key, group, digest in zip(df["key"], df["group"], df["sha256"]):
+        node = f"k:{key}"
+        union(node, f"h:{digest}")
+        if group:
+            union(node, f"g:{group}")
+    return df["key"].map(lambda k: find(f"k:{k}"))
+
+
+def _majority_label(df: pd.DataFrame, unit: pd.Series) -> pd.Series:
+    return df.groupby(unit)["label"].agg(lambda s: s.value_counts().sort_index().idxmax())
+
+
+def stratified_group_fraction(df: pd.DataFrame, unit: pd.Series, fraction: float, seed: int) -> pd.Series:
+    """Boolean mask selecting ~`fraction` of the rows per class, whole groups at a time.
+
+    Hand-written because scikit-learn has no stratified *group* shuffle split: per class (the
+    group's majority label), groups are shuffled by `seed` and taken until the class reaches
+    round(n_class * fraction) images. Deterministic for a given catalogue and seed.
+    """
+    rng = np.random.RandomState(seed)
+    unit_label = _majority_label(df, unit)
+    sizes = unit.value_counts()
+    chosen: set = set()
+    for label in sorted(unit_label.unique()):
+        units = sorted(unit_label.index[unit_label == label])
+        rng.shuffle(units)
+        target = round(int(sizes[units].sum()) * fraction)
+        taken = 0
+        for u in units:
+            if taken >= target:
+                break
+            chosen.add(u)
+            taken += int(sizes[u])
+    return unit.isin(chosen)
+
+
+def assign_folds(df: pd.DataFrame, unit: pd.Series, num_folds: int, seed: int) -> pd.Series:
+    """Stratified group k-fold (scikit-learn) over the rows given; returns the fold per row."""
+    n_units = unit.nunique()
+    if n_units < num_folds:
+        raise SplitError(
+            f"data.num_folds={num_folds} but the training portion has only {n_units} groups; "
+            "use fewer folds or more data"
+        )
+    splitter = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    folds = pd.Series(-1, index=df.index, dtype=int)
+    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(df)), df["label"].to_numpy(), unit.to_numpy())):
+        folds.iloc[val_idx] = k
+    return folds
+
+
+def assign_splits(catalogue: pd.DataFrame, opts: SplitOptions) -> pd.DataFrame:
+    """Add `split` and `fold` columns (see module docstring for the order of decisions)."""
+    opts.validate()
+    df = catalogue.copy()
+    df["group"] = df["group"].fillna("").astype(str)
+    df["split"] = ""
+    df["fold"] = -1
+    unit = _connected_groups(df)
+
+    preset = set(df["source_split"].fillna("")) - {""}
+    if "test" in preset:
+        is_test = df["source_split"] == "test"
+    elif opts.test_fraction > 0:
+        is_test = stratified_group_fraction(df, unit, opts.test_fraction, opts.seed)
+    else:
+        is_test = pd.Series(False, index=df.index)
+    df.loc[is_test, "split"] = "test"
+
+    preset_val = (df["source_split"] == "val") & ~is_test
+    use_preset_val = bool(preset_val.any()) and opts.fold is None
+    pool = ~is_test & ~(preset_val if use_preset_val else False)
+
+    if opts.subsample_fraction is not None:
+        picked = stratified_group_fraction(df[pool], unit[pool], opts.subsample_fraction, opts.seed + 1)
+        keep = picked if opts.subsample == "keep" else ~picked
+        dropped = picked.index[~keep]
+        df.loc[dropped, "split"] = "excluded"
+        pool = pool & ~df.index.isin(dropped)
+
+    if use_preset_val:
+        df.loc[preset_val, "split"] = "val"
+        df.loc[pool, "split"] = "train"
+    elif opts.fold is not None:
+        folds = assign_folds(df[pool], unit[pool], opts.num_folds, opts.seed + 2)
+        df.loc[pool, "fold"] = folds
+        df.loc[pool, "split"] = np.where(folds == opts.fold, "val", "train")
+    elif opts.val_fraction > 0:
+        is_val = stratified_group_fraction(df[pool], unit[pool], opts.val_fraction, opts.seed + 3)
+        df.loc[is_val.index, "split"] = np.where(is_val, "val", "train")
+    else:
+        df.loc[pool, "split"] = "train"
+    return df
+
+
+def overlap_pairs(df: pd.DataFrame, side_a: str, side_b: str) -> pd.DataFrame:
+    """Pairs of rows with identical content, one in split `side_a`, one in `side_b`."""
+    a = df[df["split"] == side_a][["key", "sha256", "class_name"]]
+    b = df[df["split"] == side_b][["key", "sha256", "class_name"]]
+    return a.merge(b, on="sha256", suffixes=(f"_{side_a}", f"_{side_b}"))
+
+
+def audit_overlap(df: pd.DataFrame, on_overlap: OnOverlap, where: str) -> tuple[pd.DataFrame, list[str]]:
+    """Apply the `on_overlap` policy to train/val-vs-test content overlap; report the rest.
+
+    Returns the (possibly modified) frame and the report lines. `where` names the data root in
+    messages. With `drop_test`, test copies become split "excluded" with note "overlap_dropped".
+    """
+    report: list[str] = []
+    if "note" not in df.columns:
+        df["note"] = ""
+    pairs = pd.concat([overlap_pairs(df, "train", "test"), overlap_pairs(df, "val", "test").rename(
+        columns=lambda c: c.replace("_val", "_train"))], ignore_index=True)
+    if len(pairs):
+        groups = pairs["sha256"].nunique()
+        lines = [f"  {r.key_test}  ==  {r.key_train}" for r in pairs.itertuples()]
+        summary = (f"{groups} images with identical content (sha256) are in both training and test data "
+                   f"under {where}: {len(pairs)} pairs (test == train)")
+        if on_overlap == "error":
+            raise SplitError(
+                summary + ":\n" + "\n".join(lines) +
+                "\nSet data.on_overlap to 'drop_test' to remove the test copies, or 'allow' to keep them."
+            )
+        test_keys = set(pairs["key_test"])
+        if on_overlap == "drop_test":
+            hit = df["key"].isin(test_keys) & (df["split"] == "test")
+            df.loc[hit, "split"] = "excluded"
+            df.loc[hit, "note"] = "overlap_dropped"
+            report.append(summary + f"; on_overlap=drop_test removed {int(hit.sum())} test images:")
+        else:
+            df.loc[df["key"].isin(test_keys), "note"] = "overlap_allowed"
+            report.append(summary + "; on_overlap=allow keeps them, test scores are optimistic:")
+        report.extend(lines)
+    for split in ("train", "val", "test"):
+        part = df[df["split"] == split]
+        dup = part[part.duplicated("sha256", keep=False)]
+        if len(dup):
+            report.append(f"{split}: {dup['sha256'].nunique()} groups of byte-identical images "
+                          f"({len(dup)} images) inside the split")
+    conflicts = df.groupby("sha256")["class_name"].nunique()
+    for digest in conflicts.index[conflicts > 1]:
+        keys = df.loc[df["sha256"] == digest, "key"].tolist()
+        report.append(f"identical content with conflicting labels: {', '.join(keys)}")
+    for line in report:
+        log.warning(line)
+    return df, report
