@@ -1,0 +1,71 @@
+"""Re-encode any input image into one uniform, metadata-free PNG.
+
+Real and synthetic images usually differ in container (JPEG vs PNG), mode (L vs RGB,
+16-bit), size, aspect ratio and metadata (EXIF, PNG text chunks written by generators, ICC
+profiles). Any of these would tell a reader the source, so every image goes through the same
+steps: EXIF orientation applied, converted to 8-bit ``mode``, centre-cropped to a square,
+resized to ``size`` x ``size`` and written as a PNG from a fresh pixel buffer (so no
+``info`` dictionary, ICC profile or text chunk can travel along). The PNG holds only the
+IHDR, IDAT and IEND chunks.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MODES = ("L", "RGB")
+
+
+def _to_8bit(img: Image.Image, mode: str) -> Image.Image:
+    """Convert to 8-bit L or RGB; high-bit-depth images are min-max scaled, not clipped."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.round().astype(np.uint8))  # 2-D uint8 -> L
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # transparent pixels on black, as a viewer would show a scan
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert(mode)
+
+
+def blind_png(path: Path, size: int, mode: str = "L") -> bytes:
+    """Read ``path`` and return its uniform, metadata-free PNG encoding.
+
+    Raises ValueError naming the file when it cannot be read as an image.
+    """
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
+    try:
+        with Image.open(path) as src:
+            src.load()
+            img = ImageOps.exif_transpose(src)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}; remove it or convert it") from err
+    img = _to_8bit(img, mode)
+    side = min(img.size)
+    img = ImageOps.fit(img, (side, side), method=Image.Resampling.BICUBIC)  # centre crop
+    img = img.resize((size, size), Image.Resampling.LANCZOS)
+    # a fresh image from the raw pixels: carries no info dict, ICC profile, EXIF or text
+    clean = Image.fromarray(np.asarray(img).copy())  # uint8 HxW -> L, HxWx3 -> RGB
+    buf = io.BytesIO()
+    clean.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def png_chunk_types(data: bytes) -> list[str]:
+    """The chunk types of a PNG file in order (used by tests and by the create self-check)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    types, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        types.append(data[pos + 4:pos + 8].decode("ascii", "replace"))
+        pos += 12 + length
+    return types

@@ -1,0 +1,197 @@
+"""``create``: draw a balanced, shuffled, blinded image set into a new study file.
+
+Input trees are ImageFolder style (one sub-folder per modality/class, images anywhere below
+it) or flat folders of images. The draw is balanced twice over: as many synthetic as real
+images, and within each class the same number from both sources, so that neither the
+source nor the class mix gives anything away. Which files are drawn and the order they are
+stored in depend only on the file lists and ``seed``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import db
+from .blinding import MODES, blind_png
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm",
+                  ".ppm"}
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One candidate image: which tree, which class, where."""
+
+    is_synthetic: bool
+    class_name: str
+    path: Path      # absolute
+    rel_path: str   # relative to its tree's root, kept for the (unblinded) report
+
+
+def _images_below(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def scan_tree(root: Path, is_synthetic: bool, option: str) -> dict[str, list[SourceImage]]:
+    """Images of one tree grouped by class ('' for a flat folder)."""
+    if not root.is_dir():
+        raise ValueError(f"{option} {root} is not a folder; give a folder of images or an "
+                         "ImageFolder tree (one sub-folder per class)")
+    loose = sorted(p for p in root.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    groups: dict[str, list[Path]] = {d.name: _images_below(d) for d in class_dirs}
+    groups = {name: files for name, files in groups.items() if files}
+    if loose and groups:
+        raise ValueError(
+            f"{option} {root} mixes images at its top level ({loose[0].name}, ...) with class "
+            f"sub-folders ({', '.join(groups)}); move the loose images into a sub-folder")
+    if loose:
+        groups = {"": loose}
+    if not groups:
+        raise ValueError(f"{option} {root} contains no images "
+                         f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return {name: [SourceImage(is_synthetic, name, p.resolve(), p.relative_to(root).as_posix())
+                   for p in files] for name, files in groups.items()}
+
+
+def _allocate(total: int, capacity: dict[str, int]) -> dict[str, int]:
+    """Spread ``total`` over classes as evenly as their capacity allows (water filling)."""
+    share = {name: 0 for name in capacity}
+    left = total
+    while left > 0:
+        open_classes = [n for n in sorted(capacity) if share[n] < capacity[n]]
+        if not open_classes:
+            break
+        for name in open_classes[:left]:
+            share[name] += 1
+            left -= 1
+    return share
+
+
+def _names(classes) -> str:
+    return ", ".join(name or "(flat)" for name in sorted(classes))
+
+
+def draw(real: dict[str, list[SourceImage]], fake: dict[str, list[SourceImage]],
+         per_source: int | None, seed: int) -> list[SourceImage]:
+    """Balanced, shuffled selection: per class the same number of real and synthetic images."""
+    common = sorted(set(real) & set(fake))
+    if not common:
+        raise ValueError(
+            f"--real classes [{_names(real)}] and --fake classes [{_names(fake)}] have "
+            "nothing in common; give both trees the same "
+            "class sub-folders, or give two flat folders")
+    dropped = sorted(set(real) ^ set(fake))
+    if dropped:
+        print(f"warning: classes only in one tree are left out: {_names(dropped)}",
+              file=sys.stderr)
+    capacity = {c: min(len(real[c]), len(fake[c])) for c in common}
+    available = sum(capacity.values())
+    if per_source is None:
+        per_source = available
+    if per_source < 1:
+        raise ValueError(f"--per-source must be >= 1, got {per_source}")
+    if per_source > available:
+        per_class = ", ".join(f"{name or '(flat)'}={n}" for name, n in capacity.items())
+        raise ValueError(
+            f"--per-source {per_source} is more than the {available} images per source that "
+            f"a class-balanced draw allows (per class: {per_class}); lower it")
+    rng = random.Random(seed)
+    chosen: list[SourceImage] = []
+    for name, count in _allocate(per_source, capacity).items():
+        for tree in (real, fake):
+            chosen.extend(rng.sample(tree[name], count))  # lists are sorted: deterministic
+    rng.shuffle(chosen)
+    return chosen
+
+
+def warn_on_unequal_resampling(chosen: list[SourceImage], size: int) -> str | None:
+    """A warning when one source gets upsampled to ``size`` and the other does not.
+
+    Upsampling blurs, so if e.g. 128 px real scans are enlarged to 256 px next to native
+    256 px synthetic ones, sharpness alone tells them apart.
+    """
+    from PIL import Image
+
+    def median_side(synthetic: bool) -> int:
+        sides = []
+        for item in chosen:
+            if item.is_synthetic == synthetic:
+                with Image.open(item.path) as img:
+                    sides.append(min(img.size))
+        return sorted(sides)[len(sides) // 2]
+
+    real, fake = median_side(False), median_side(True)
+    if (real < size) != (fake < size):
+        return (f"warning: --size {size} enlarges the {'real' if real < size else 'synthetic'}"
+                f" images (median short side real {real} px, synthetic {fake} px) but not the "
+                f"others; the blur can give the source away: consider --size {min(real, fake)}")
+    return None
+
+
+def _move_no_clobber(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (hard link where the file system can)."""
+    try:
+        os.link(src, dst)  # atomic and fails if dst exists
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some network / FAT file systems)
+        if dst.exists():
+            raise FileExistsError(dst) from None
+        os.replace(src, dst)
+
+
+def create_study(real_dir: str | Path, fake_dir: str | Path, out: str | Path,
+                 per_source: int | None = None, seed: int = 0, size: int = 256,
+                 mode: str = "L") -> Path:
+    """Write a new study file at ``out`` (refuses to overwrite) and return its path."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"--out {out} already exists; the study file holds readers' "
+                              "votes, so it is never overwritten: choose a new path")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
+    if not 32 <= size <= 2048:
+        raise ValueError(f"--size must be between 32 and 2048 pixels, got {size}")
+    real_root, fake_root = Path(real_dir), Path(fake_dir)
+    chosen = draw(scan_tree(real_root, False, "--real"), scan_tree(fake_root, True, "--fake"),
+                  per_source, seed)
+    warning = warn_on_unequal_resampling(chosen, size)
+    if warning:
+        print(warning, file=sys.stderr)
+    meta = {"seed": str(seed), "size": str(size), "mode": mode,
+            "per_source": str(len(chosen) // 2),
+            "real_root": str(real_root.resolve()), "fake_root": str(fake_root.resolve()),
+            "order_salt": secrets.token_hex(16)}
+    # build next to the target, then hard-link into place: atomic, and fails if --out
+    # appeared meanwhile, so a user file is never replaced
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        conn = db.new_study(tmp, meta)
+        with conn:
+            for item in chosen:
+                conn.execute(
+                    "INSERT INTO images (public_id, is_synthetic, class_name, source_path, png)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (secrets.token_urlsafe(18), int(item.is_synthetic), item.class_name,
+                     item.rel_path, blind_png(item.path, size, mode)))
+        conn.execute("PRAGMA journal_mode = WAL")  # persistent; the server relies on it
+        conn.close()
+        _move_no_clobber(tmp, out)
+    except FileExistsError as err:
+        raise FileExistsError(f"--out {out} appeared while the study was being built; "
+                              "choose a new path") from err
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+    return out
