@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.base import BaseImageDataModule
-from datamodules.phantom_generator import CLASS_NAMES, render_phantom
+from datamodules.phantom_generator import CLASS_NAMES, phantom_seed, render_phantom
 from datamodules.splits import OnOverlap, sha256_bytes
 
 
@@ -16,8 +16,8 @@ class PhantomDataModule(BaseImageDataModule):
     """`num_per_class` phantoms of each class (benign, malignant, normal), with lesion masks.
 
     Image `i` of class `c` is rendered from seed `phantom_seed(seed, c, i)` at `image_size`, so a
-    dataset is identical on every machine and at every run; `make-phantoms` writes the same images
-    as an ImageFolder tree. Batches carry `mask` (the lesion; empty for normal).
+    dataset is identical on every machine and at every run; `synthmed make-phantoms` writes the
+    same images (same seed and size) as an ImageFolder tree. Batches carry `mask` (the lesion; empty for normal).
     """
 
     def __init__(
@@ -49,10 +49,6 @@ class PhantomDataModule(BaseImageDataModule):
         self.class_names = list(CLASS_NAMES)
         self._rendered: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    @staticmethod
-    def phantom_seed(seed: int, label: int, i: int) -> int:
-        return (seed * 1_000_003 + label * 100_003 + i) % (2**31 - 1)
-
     def describe_source(self) -> str:
         return f"phantoms(seed={self.split_options.seed}, {self.num_per_class}/class, {self.image_size}px)"
 
@@ -60,7 +56,7 @@ class PhantomDataModule(BaseImageDataModule):
         rows = []
         for label, cls in enumerate(self.class_names):
             for i in range(self.num_per_class):
-                image, mask = render_phantom(label, self.image_size, self.phantom_seed(self.split_options.seed, label, i))
+                image, mask = render_phantom(label, self.image_size, phantom_seed(self.split_options.seed, label, i))
                 key = f"{cls}/{cls}_{i:05d}.png"
                 self._rendered[key] = (image, mask)
                 rows.append({"key": key, "label": label, "class_name": cls, "source_split": "",

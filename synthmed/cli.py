@@ -5,35 +5,19 @@
     synthmed <verb> ...            (see EXTRA_VERBS)
 
 Adding a non-Trainer verb = write `main(argv: list[str]) -> int` in its own module and add one
-line to EXTRA_VERBS. Every verb ends by printing `run_dir: <path>`.
+line to EXTRA_VERBS. Verbs are imported only when called, so `synthmed reader-study serve` does
+not pay for importing Lightning. Every verb ends by printing `run_dir: <path>` (writers: `out:`).
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-import os
 import sys
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from synthmed.offline import configure_offline
 
 configure_offline()
-
-from lightning.pytorch import LightningDataModule, LightningModule  # noqa: E402
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
-
-from synthmed.run_dir import RunRecorder  # noqa: E402
-
-# Data attributes that are passed to the model when its __init__ takes a parameter of that name,
-# so a YAML never states them twice (the DESIGN.md "link" contract).
-DATA_TO_MODEL_LINKS = {
-    "num_classes": "num_classes",
-    "channels": "in_channels",
-    "image_size": "image_size",
-    "class_names": "class_names",
-}
 
 # verb -> "module:function"; each function takes argv (list[str]) and returns an exit code.
 EXTRA_VERBS: dict[str, str] = {
@@ -45,98 +29,6 @@ EXTRA_VERBS: dict[str, str] = {
 }
 
 
-def _resolve_class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
-class SynthmedCLI(LightningCLI):
-    """LightningCLI with synthmed's defaults: omegaconf YAMLs, run directories, data->model links.
-
-    Extra top-level options: `experiment` (folder under logs/), `test_after_fit` (run `test` on
-    the best checkpoint when the datamodule has a test split; default true).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        kwargs.setdefault("model_class", LightningModule)
-        kwargs.setdefault("datamodule_class", LightningDataModule)
-        kwargs.setdefault("subclass_mode_model", True)
-        kwargs.setdefault("subclass_mode_data", True)
-        kwargs.setdefault("seed_everything_default", 0)
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"})
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("auto_configure_optimizers", False)
-        self.recorder: RunRecorder | None = None
-        super().__init__(*args, **kwargs)
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--experiment", type=str, default="default",
-                            help="Run directory is logs/<experiment>/version_N")
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="After fit, test the best checkpoint if the data has a test split")
-        parser.add_argument("--logs_root", type=str, default="logs", help="Root folder of run directories")
-        parser.add_argument("--run_version", type=str | None, default=None,
-                            help="Fixed version sub-folder (used by cv / sweeps); default version_N")
-
-    # ---- before instantiation: logger + data->model links -----------------------------------
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        trainer = config.trainer
-        if trainer.logger in (None, True):
-            trainer.logger = {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": config.logs_root, "name": config.experiment,
-                              "version": config.run_version, "default_hp_metric": False},
-            }
-        self._link_data_to_model(config)
-
-    def _link_data_to_model(self, config) -> None:
-        data_cfg, model_cfg = config.data, config.model
-        if not (data_cfg and model_cfg and data_cfg.get("class_path") and model_cfg.get("class_path")):
-            return
-        data_cls = _resolve_class(data_cfg.class_path)
-        data = data_cls(**dict(data_cfg.get("init_args") or {}))
-        model_params = inspect.signature(_resolve_class(model_cfg.class_path).__init__).parameters
-        for data_attr, model_param in DATA_TO_MODEL_LINKS.items():
-            if model_param in model_params and hasattr(data, data_attr):
-                value = getattr(data, data_attr)
-                model_cfg.init_args[model_param] = list(value) if isinstance(value, (list, tuple)) else value
-
-    # ---- after each verb ---------------------------------------------------------------------
-    def _recorder(self) -> RunRecorder:
-        if self.recorder is None:
-            self.recorder = RunRecorder(self.trainer)
-        return self.recorder
-
-    def after_fit(self) -> None:
-        rec = self._recorder()
-        rec.collect(self.trainer.callback_metrics)
-        config = self.config[self.subcommand]
-        has_test = getattr(self.datamodule, "has_split", lambda s: False)("test")
-        if config.test_after_fit and has_test and not self.trainer.fast_dev_run:
-            ckpt = self.trainer.checkpoint_callback
-            best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
-            rec.collect(self.trainer.callback_metrics)
-            rec.extra["tested_checkpoint"] = best or "last weights in memory"
-        rec.finish()
-
-    def _after_eval(self) -> None:
-        rec = self._recorder()
-        rec.collect(self.trainer.callback_metrics)
-        rec.finish()
-
-    after_validate = _after_eval
-    after_test = _after_eval
-
-    def after_predict(self) -> None:
-        self._recorder().finish()
-
-
-def run_trainer_verb(argv: list[str]) -> SynthmedCLI:
-    """Run a LightningCLI verb in-process (used by `main` and by cv/sweep/reproduce)."""
-    return SynthmedCLI(args=argv)
-
 
 def _load_verb(spec: str) -> Callable[[list[str]], int]:
     module, _, func = spec.partition(":")
@@ -146,18 +38,15 @@ def _load_verb(spec: str) -> Callable[[list[str]], int]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in EXTRA_VERBS:
-        try:
-            verb = _load_verb(EXTRA_VERBS[argv[0]])
-        except ModuleNotFoundError as exc:
-            print(f"synthmed {argv[0]}: not available in this install ({exc})", file=sys.stderr)
-            return 2
-        return int(verb(argv[1:]) or 0)
+        return int(_load_verb(EXTRA_VERBS[argv[0]])(argv[1:]) or 0)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         print("Trainer verbs: fit, validate, test, predict (synthmed fit --help).")
         print("Extra verbs: " + ", ".join(sorted(EXTRA_VERBS)))
         if not argv:
             return 2
+    from synthmed.lightning_cli import run_trainer_verb
+
     run_trainer_verb(argv)
     return 0
 

@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
         parser.error("--config X.yaml is required (the fit configuration to cross-validate)")
     name = args.name or datetime.now().strftime("cv_%Y%m%d_%H%M%S")
 
-    from synthmed.cli import run_trainer_verb
+    from synthmed.lightning_cli import run_trainer_verb
 
     rows, cv_dir = [], None
     for fold in range(args.folds):
