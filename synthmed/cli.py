@@ -26,6 +26,9 @@ EXTRA_VERBS: dict[str, str] = {
     "explain": "synthmed.explain:main",
     "reader-study": "synthmed.reader_study.cli:main",
     "export": "synthmed.export:main",
+    "evaluate": "synthmed.evaluate.cli:main",
+    "sweep": "synthmed.sweep:main",
+    "sweep-summary": "synthmed.sweep_summary:main",
 }
 
 

@@ -68,6 +68,15 @@ class SynthmedCLI(LightningCLI):
                               "version": config.run_version, "default_hp_metric": False},
             }
         self._link_data_to_model(config)
+        self._skip_initial_weights_when_resuming(config)
+
+    @staticmethod
+    def _skip_initial_weights_when_resuming(config) -> None:
+        """With --ckpt_path the checkpoint supplies the weights: do not load `pretrained` ones
+        (a hub id offline, or a weights file deleted since training, would fail needlessly)."""
+        init_args = config.model.get("init_args") if config.get("model") else None
+        if config.get("ckpt_path") and init_args is not None and init_args.get("pretrained"):
+            init_args["pretrained"] = False
 
     def _link_data_to_model(self, config) -> None:
         data_cfg, model_cfg = config.data, config.model
