@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from typing import Any
 
 from synthmed.offline import configure_offline
@@ -123,4 +124,7 @@ class SynthmedCLI(LightningCLI):
 
 def run_trainer_verb(argv: list[str]) -> SynthmedCLI:
     """Run a LightningCLI verb in-process (used by `main` and by cv/sweep/reproduce)."""
-    return SynthmedCLI(args=argv)
+    with warnings.catch_warnings():
+        # `args` is the intended way to run in-process; Lightning warns whenever sys.argv is also set
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return SynthmedCLI(args=argv)
