@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.base import BaseImageDataModule
-from datamodules.splits import OnOverlap, SubsampleMode, sha256_bytes
+from datamodules.splits import sha256_bytes
 
 
 class HFDataModule(BaseImageDataModule):
@@ -20,19 +20,11 @@ class HFDataModule(BaseImageDataModule):
             (needs internet; with HF_HUB_OFFLINE=1 only cached datasets load).
         image_column / label_column: column names (defaults "image" / "label").
         Splits named train/validation/test in the dataset are used as they are.
+        **kwargs: the shared options of `BaseImageDataModule`.
     """
 
-    def __init__(self, path: str, image_column: str = "image", label_column: str = "label",
-                 image_size: int = 64, channels: int = 1, batch_size: int = 32, num_workers: int = 0,
-                 test_fraction: float = 0.2, val_fraction: float = 0.1, num_folds: int = 5,
-                 fold: int | None = None, subsample_fraction: float | None = None,
-                 subsample: SubsampleMode = "keep", seed: int = 0, on_overlap: OnOverlap = "error",
-                 train_transforms: list[dict[str, Any]] | None = None):
-        super().__init__(image_size=image_size, channels=channels, batch_size=batch_size,
-                         num_workers=num_workers, test_fraction=test_fraction, val_fraction=val_fraction,
-                         num_folds=num_folds, fold=fold, subsample_fraction=subsample_fraction,
-                         subsample=subsample, seed=seed, on_overlap=on_overlap,
-                         train_transforms=train_transforms)
+    def __init__(self, path: str, image_column: str = "image", label_column: str = "label", **kwargs: Any):
+        super().__init__(**kwargs)
         import datasets
 
         self.path, self.image_column, self.label_column = path, image_column, label_column

@@ -13,7 +13,7 @@ import pandas as pd
 
 from datamodules.base import BaseImageDataModule
 from datamodules.image_io import IMAGE_EXTENSIONS, CorruptImageError, read_image
-from datamodules.splits import OnOverlap, SubsampleMode, groups_from_pattern, sha256_file
+from datamodules.splits import groups_from_pattern, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         load_masks: attach `<stem>_mask*.png` masks (union of all) to each image as `mask`.
         caption_file: CSV `image_path,text_caption[,label]` (paths relative to `root`).
         skip_corrupt: drop undecodable files at setup with one warning each instead of failing.
-        Other options: see `BaseImageDataModule`.
+        **kwargs: the shared options of `BaseImageDataModule` (image_size, channels, splits, ...).
     """
 
     def __init__(
@@ -73,29 +73,9 @@ class ImageFolderDataModule(BaseImageDataModule):
         load_masks: bool = False,
         caption_file: str | None = None,
         skip_corrupt: bool = False,
-        image_size: int = 64,
-        channels: int = 1,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        resize_mode: str = "pad",
-        test_fraction: float = 0.2,
-        val_fraction: float = 0.1,
-        num_folds: int = 5,
-        fold: int | None = None,
-        subsample_fraction: float | None = None,
-        subsample: SubsampleMode = "keep",
-        group_pattern: str | None = None,
-        seed: int = 0,
-        on_overlap: OnOverlap = "error",
-        train_transforms: list[dict[str, Any]] | None = None,
-        augment_eval: bool = False,
+        **kwargs: Any,
     ):
-        super().__init__(image_size=image_size, channels=channels, batch_size=batch_size,
-                         num_workers=num_workers, resize_mode=resize_mode, test_fraction=test_fraction,
-                         val_fraction=val_fraction, num_folds=num_folds, fold=fold,
-                         subsample_fraction=subsample_fraction, subsample=subsample,
-                         group_pattern=group_pattern, seed=seed, on_overlap=on_overlap,
-                         train_transforms=train_transforms, augment_eval=augment_eval)
+        super().__init__(**kwargs)
         self.root = self._check_root(root, "data.root")
         self.test_root = self._check_root(test_root, "data.test_root") if test_root else None
         self.use_preset_splits = use_preset_splits

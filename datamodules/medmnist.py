@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.base import BaseImageDataModule
-from datamodules.splits import OnOverlap, SubsampleMode, sha256_bytes
+from datamodules.splits import sha256_bytes
 
 
 class MedMNISTDataModule(BaseImageDataModule):
@@ -19,18 +19,11 @@ class MedMNISTDataModule(BaseImageDataModule):
         path: the `.npz` file (e.g. `breastmnist_64.npz` from zenodo.org/records/10519652,
             downloaded by you: nothing is fetched at run time).
         class_names: names for the label indices (default "0", "1", ...).
-        Other options: see `BaseImageDataModule`; the file's own train/val/test split is used.
+        **kwargs: the shared options of `BaseImageDataModule`; the file's own train/val/test split is used.
     """
 
-    def __init__(self, path: str, class_names: list[str] | None = None, image_size: int = 64,
-                 channels: int = 1, batch_size: int = 32, num_workers: int = 0, num_folds: int = 5,
-                 fold: int | None = None, subsample_fraction: float | None = None,
-                 subsample: SubsampleMode = "keep", seed: int = 0, on_overlap: OnOverlap = "error",
-                 train_transforms: list[dict[str, Any]] | None = None):
-        super().__init__(image_size=image_size, channels=channels, batch_size=batch_size,
-                         num_workers=num_workers, num_folds=num_folds, fold=fold,
-                         subsample_fraction=subsample_fraction, subsample=subsample, seed=seed,
-                         on_overlap=on_overlap, train_transforms=train_transforms)
+    def __init__(self, path: str, class_names: list[str] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(

@@ -9,7 +9,7 @@ import pandas as pd
 
 from datamodules.base import BaseImageDataModule
 from datamodules.phantom_generator import CLASS_NAMES, phantom_seed, render_phantom
-from datamodules.splits import OnOverlap, sha256_bytes
+from datamodules.splits import sha256_bytes
 
 
 class PhantomDataModule(BaseImageDataModule):
@@ -17,32 +17,13 @@ class PhantomDataModule(BaseImageDataModule):
 
     Image `i` of class `c` is rendered from seed `phantom_seed(seed, c, i)` at `image_size`, so a
     dataset is identical on every machine and at every run; `synthmed make-phantoms` writes the
-    same images (same seed and size) as an ImageFolder tree. Batches carry `mask` (the lesion; empty for normal).
+    same images (same seed and size) as an ImageFolder tree. Batches carry `mask` (the lesion;
+    empty for normal). Other options (image_size, batch_size, splits, ...) are those of
+    `BaseImageDataModule`.
     """
 
-    def __init__(
-        self,
-        num_per_class: int = 300,
-        image_size: int = 64,
-        channels: int = 1,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        test_fraction: float = 0.2,
-        val_fraction: float = 0.1,
-        num_folds: int = 5,
-        fold: int | None = None,
-        subsample_fraction: float | None = None,
-        subsample: str = "keep",
-        seed: int = 0,
-        on_overlap: OnOverlap = "error",
-        train_transforms: list[dict[str, Any]] | None = None,
-        augment_eval: bool = False,
-    ):
-        super().__init__(image_size=image_size, channels=channels, batch_size=batch_size,
-                         num_workers=num_workers, test_fraction=test_fraction, val_fraction=val_fraction,
-                         num_folds=num_folds, fold=fold, subsample_fraction=subsample_fraction,
-                         subsample=subsample, seed=seed, on_overlap=on_overlap,
-                         train_transforms=train_transforms, augment_eval=augment_eval)
+    def __init__(self, num_per_class: int = 300, **kwargs: Any):
+        super().__init__(**kwargs)
         if num_per_class < 1:
             raise ValueError(f"data.num_per_class={num_per_class} must be >= 1")
         self.num_per_class = num_per_class

@@ -109,3 +109,26 @@ def test_unknown_option_and_console_script(tiny_config):
     result = subprocess.run([sys.executable, "-m", "synthmed.cli", "fit", "--config", str(tiny_config),
                              "--data.no_such_option", "1"], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "no_such_option" in result.stderr
+
+
+def test_ckpt_path_disables_initial_pretrained_weights():
+    from jsonargparse import Namespace
+
+    from synthmed.lightning_cli import SynthmedCLI
+
+    config = Namespace(ckpt_path="last.ckpt", model=Namespace(class_path="x.Y", init_args=Namespace(pretrained="/gone.pth")))
+    SynthmedCLI._skip_initial_weights_when_resuming(config)
+    assert config.model.init_args.pretrained is False
+    fresh = Namespace(ckpt_path=None, model=Namespace(class_path="x.Y", init_args=Namespace(pretrained="/w.pth")))
+    SynthmedCLI._skip_initial_weights_when_resuming(fresh)
+    assert fresh.model.init_args.pretrained == "/w.pth"
+
+
+def test_cv_finds_run_location_like_the_cli(tmp_path):
+    from synthmed.cv import run_location
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("experiment: first\nlogs_root: runs\n")
+    b.write_text("experiment: second\n")
+    assert run_location(["--config", str(a), "--config", str(b)]) == ("runs", "second")
+    assert run_location(["--config", str(a), "--experiment=third"]) == ("runs", "third")
