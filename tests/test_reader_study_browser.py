@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 from PIL import Image
@@ -42,6 +37,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from reader_study_helpers import free_port, start_server
 
 
 @pytest.fixture()
@@ -57,27 +53,6 @@ def driver(tmp_path):
     browser.set_page_load_timeout(20)
     yield browser
     browser.quit()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(study: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "synthmed.reader_study.cli", "serve",
-                             str(study), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).text == "ok":
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("reader-study server did not start")
 
 
 class Reader:
@@ -139,11 +114,11 @@ def test_two_readers_vote_resume_after_kill_and_report_matches(tmp_path, driver)
         truth = {p: (c, s) for p, c, s in conn.execute(
             "SELECT public_id, class_name, is_synthetic FROM images")}
     assert len(truth) == 10
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     answers, seen = {}, []
     page = Reader(driver, base, answers, seen)
-    proc = _start(study, port)
+    proc = start_server(study, port)
     try:
         page.sign_in("dr.a")
         assert page.progress() == "0 / 10 rated"
@@ -154,7 +129,7 @@ def test_two_readers_vote_resume_after_kill_and_report_matches(tmp_path, driver)
         assert page.progress() == "4 / 10 rated"
         os.kill(proc.pid, signal.SIGKILL)  # mid-study crash
         proc.wait(timeout=10)
-        proc = _start(study, port)
+        proc = start_server(study, port)
         driver.get(base + "/")  # the cookie still signs dr.a in: straight to image 5
         assert driver.current_url == base + "/study/5" and page.progress() == "4 / 10 rated"
         # shortcuts do nothing while typing a note (it holds r, f and u)

@@ -9,9 +9,6 @@ import re
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -25,6 +22,7 @@ from synthmed.reader_study.blinding import png_chunk_types
 from synthmed.reader_study.create import create_study
 from synthmed.reader_study.demo import make_demo_trees
 from synthmed.reader_study.report import write_report
+from reader_study_helpers import free_port, start_server
 
 CLASSES = ("brainmriclass", "headctclass")
 # nothing of the source may appear in anything served
@@ -187,30 +185,9 @@ def test_path_traversal_and_unknown_paths_get_404(study):
         assert b"SQLite" not in answer.content
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(study: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "synthmed.reader_study.cli", "serve",
-                             str(study), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).text == "ok":
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {proc.stdout.read().decode()}")
-
-
 def test_sigkill_mid_study_loses_no_committed_vote(study):
-    port = _free_port()
-    proc = _start(study, port)
+    port = free_port()
+    proc = start_server(study, port)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=True)
         html = _sign_in(client, "A").text
@@ -232,7 +209,7 @@ def test_sigkill_mid_study_loses_no_committed_vote(study):
         if proc.poll() is None:
             proc.kill()
     assert {p: v for (r, p), v in _db_votes(study).items()} == cast
-    proc = _start(study, port)
+    proc = start_server(study, port)
     try:
         assert client.get("/study").url.path == "/study/6"  # the cookie still signs A in
         assert "5 / 12 rated" in client.get("/study").text
