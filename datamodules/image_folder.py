@@ -13,7 +13,7 @@ import pandas as pd
 
 from datamodules.base import BaseImageDataModule
 from datamodules.image_io import IMAGE_EXTENSIONS, CorruptImageError, read_image
-from datamodules.splits import groups_from_pattern, sha256_file
+from datamodules.splits import SubsampleMode, groups_from_pattern, sha256_file, subsample_mask
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,20 @@ class ImageFolderDataModule(BaseImageDataModule):
         load_masks: bool = False,
         caption_file: str | None = None,
         skip_corrupt: bool = False,
+        test_subsample_fraction: float | None = None,
+        test_subsample: SubsampleMode = "complement",
+        extra_train_roots: list[str] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.root = self._check_root(root, "data.root")
         self.test_root = self._check_root(test_root, "data.test_root") if test_root else None
+        if test_subsample_fraction is not None and self.test_root is None:
+            raise DataTreeError("data.test_subsample_fraction needs data.test_root (the tree it subsamples)")
+        if test_subsample not in ("keep", "complement"):
+            raise DataTreeError(f"data.test_subsample={test_subsample!r} must be 'keep' or 'complement'")
+        self.test_subsample_fraction, self.test_subsample = test_subsample_fraction, test_subsample
+        self.extra_train_roots = [self._check_root(r, "data.extra_train_roots") for r in (extra_train_roots or [])]
         self.use_preset_splits = use_preset_splits
         self.mask_pattern, self.load_masks = mask_pattern, load_masks
         self.skip_corrupt = skip_corrupt
@@ -122,12 +131,14 @@ class ImageFolderDataModule(BaseImageDataModule):
             raise DataTreeError(f"data.class_names={list(class_names)} does not match the class folders "
                                 f"of {self.root}: {found}")
         names = list(class_names) if class_names is not None else found
-        if self.test_root is not None:
-            test_found = self._tree_classes(self._split_trees(self.test_root))
-            if test_found != found:
+        others = [("data.test_root", self.test_root)] if self.test_root is not None else []
+        others += [("data.extra_train_roots", r) for r in self.extra_train_roots]
+        for option, other in others:
+            other_found = self._tree_classes(self._split_trees(other))
+            if other_found != found:
                 raise DataTreeError(
-                    f"class names of data.test_root={self.test_root} {test_found} differ from "
-                    f"data.root={self.root} {found}; a train/test pair must share its classes")
+                    f"class names of {option}={other} {other_found} differ from "
+                    f"data.root={self.root} {found}; trees used together must share their classes")
         return names
 
     def describe_source(self) -> str:
@@ -169,15 +180,26 @@ class ImageFolderDataModule(BaseImageDataModule):
                                     "also set; use one of them")
             for r in rows:
                 r["source_split"] = r["source_split"] or "train"
-            test_rows = self._scan_tree(self._split_trees(self.test_root), self.test_root, "test")
-            for r in test_rows:
-                r["key"] = "test_root/" + r["key"]
-            rows += test_rows
+            rows += self._test_root_rows()
+        for i, extra_root in enumerate(self.extra_train_roots):
+            extra = self._scan_tree(self._split_trees(extra_root), extra_root, "extra")
+            rows += [{**r, "key": f"extra{i}/{r['key']}"} for r in extra]
         df = pd.DataFrame(rows)
         df["group"] = groups_from_pattern(df["key"], self.split_options.group_pattern)
         if self.skip_corrupt:
             df = self._drop_corrupt(df)
         return df
+
+    def _test_root_rows(self) -> list[dict]:
+        rows = self._scan_tree(self._split_trees(self.test_root), self.test_root, "test")
+        if self.test_subsample_fraction is not None:
+            frame = pd.DataFrame(rows)
+            frame["group"] = groups_from_pattern(frame["key"], self.split_options.group_pattern)
+            keep = subsample_mask(frame, self.test_subsample_fraction, self.test_subsample,
+                                  self.split_options.seed)
+            for r, kept in zip(rows, keep):
+                r["source_split"] = "test" if kept else "excluded"
+        return [{**r, "key": "test_root/" + r["key"]} for r in rows]
 
     def _drop_corrupt(self, df: pd.DataFrame) -> pd.DataFrame:
         bad = []

@@ -5,7 +5,9 @@ The input is a *catalogue*: a DataFrame with one row per image and the columns
     key           relative path (or an id) that names the image in messages and manifests
     label         int class index
     class_name    str
-    source_split  "train" | "val" | "test" | "" (a split the data came with, e.g. Training/Testing)
+    source_split  "train" | "val" | "test" | "" (a split the data came with, e.g. Training/Testing),
+                  "extra" (always training data, never subsampled: e.g. synthetic images added
+                  to real ones) or "excluded" (left out before splitting)
     sha256        content hash (file bytes, or array bytes for in-memory data)
     group         patient / scan id ("" when unknown)
 
@@ -159,6 +161,18 @@ def stratified_group_fraction(df: pd.DataFrame, unit: pd.Series, fraction: float
     return unit.isin(chosen)
 
 
+def subsample_mask(df: pd.DataFrame, fraction: float, mode: SubsampleMode, seed: int) -> pd.Series:
+    """The rows `assign_splits` keeps with `subsample_fraction` on a pool of exactly these rows.
+
+    Used for a separate test tree: the same tree, fraction and seed give the same selection as the
+    generator's DataModule made (groups are named by content hash, not by path, so key prefixes
+    do not matter), and `complement` is then the untouched rest.
+    """
+    df = df.assign(group=df["group"].fillna("").astype(str))
+    picked = stratified_group_fraction(df, _connected_groups(df), fraction, seed + 1)
+    return picked if mode == "keep" else ~picked
+
+
 def assign_folds(df: pd.DataFrame, unit: pd.Series, num_folds: int, seed: int) -> pd.Series:
     """Stratified group k-fold (scikit-learn) over the rows given; returns the fold per row."""
     n_units = unit.nunique()
@@ -182,8 +196,10 @@ def assign_splits(catalogue: pd.DataFrame, opts: SplitOptions) -> pd.DataFrame:
     df["split"] = ""
     df["fold"] = -1
     unit = _connected_groups(df)
+    df.loc[df["source_split"] == "excluded", "split"] = "excluded"
+    extra = df["source_split"] == "extra"
 
-    preset = set(df["source_split"].fillna("")) - {""}
+    preset = set(df["source_split"].fillna("")) - {"", "extra", "excluded"}
     if "test" in preset:
         is_test = df["source_split"] == "test"
     elif opts.test_fraction > 0:
@@ -194,7 +210,7 @@ def assign_splits(catalogue: pd.DataFrame, opts: SplitOptions) -> pd.DataFrame:
 
     preset_val = (df["source_split"] == "val") & ~is_test
     use_preset_val = bool(preset_val.any()) and opts.fold is None
-    pool = ~is_test & ~(preset_val if use_preset_val else False)
+    pool = ~is_test & ~(preset_val if use_preset_val else False) & ~extra & (df["split"] != "excluded")
 
     if opts.subsample_fraction is not None:
         picked = stratified_group_fraction(df[pool], unit[pool], opts.subsample_fraction, opts.seed + 1)
@@ -202,6 +218,7 @@ def assign_splits(catalogue: pd.DataFrame, opts: SplitOptions) -> pd.DataFrame:
         dropped = picked.index[~keep]
         df.loc[dropped, "split"] = "excluded"
         pool = pool & ~df.index.isin(dropped)
+    pool = pool | extra
 
     if use_preset_val:
         df.loc[preset_val, "split"] = "val"

@@ -191,3 +191,27 @@ def test_busi_conflicting_label_pair_is_reported():
     assert any("conflicting labels" in line and "benign (433).png" in line and "malignant (145).png" in line
                for line in module.audit_report)
     assert module.skipped_counts["masks"] == 798
+
+
+def test_seed004_protocol_generator_subset_and_untouched_test_set(make_tree, tmp_path):
+    """20 % of the pooled real tree trains the generator; TSTR/TRTR test on exactly the other 80 %."""
+    real = make_tree({"a": 20, "b": 30}, root=tmp_path / "real", sub="Training")
+    make_tree({"a": 5, "b": 5}, root=real, sub="Testing", seed=3)
+    synthetic = make_tree({"a": 7, "b": 7}, root=tmp_path / "synthetic", seed=9)
+    common = dict(use_preset_splits=False, seed=4)
+    generator = dm(real, test_fraction=0.0, val_fraction=0.0, subsample_fraction=0.2, **common).prepare_manifest()
+    seen = set(generator[generator.split == "train"].key)
+    assert len(seen) == 12 and generator[generator.split == "train"].groupby("class_name").size().tolist() == [5, 7]
+
+    tstr = dm(synthetic, test_root=str(real), test_subsample_fraction=0.2, val_fraction=0.2, **common).prepare_manifest()
+    tested = {k.removeprefix("test_root/") for k in tstr[tstr.split == "test"].key}
+    assert tested.isdisjoint(seen) and len(tested | seen) == 60
+    assert set(tstr[tstr.split.isin(["train", "val"])].key.str.split("/").str[0]) == {"a", "b"}
+
+    trs = dm(real, test_fraction=0.0, val_fraction=0.0, subsample_fraction=0.2,
+             extra_train_roots=[str(synthetic)], **common).prepare_manifest()
+    train = set(trs[trs.split == "train"].key)
+    assert {k for k in train if not k.startswith("extra0/")} == seen
+    assert sum(k.startswith("extra0/") for k in train) == 14
+    with pytest.raises(DataTreeError, match="test_subsample_fraction needs data.test_root"):
+        dm(real, test_subsample_fraction=0.2)
