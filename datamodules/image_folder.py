@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import glob
 import logging
 import warnings
 from pathlib import Path
@@ -219,7 +220,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         if not self.load_masks:
             return None
         path = Path(row["path"])
-        found = sorted(path.parent.glob(f"{path.stem}_mask*"))
+        found = sorted(path.parent.glob(f"{glob.escape(path.stem)}_mask*"))
         mask = None
         for m in found:
             arr = read_image(m)

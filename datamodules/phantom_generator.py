@@ -191,7 +191,8 @@ def _lesion_fields(les: Lesion, yy: np.ndarray, xx: np.ndarray, px: float):
     whole = core
     if len(les.spicules):
         phis = les.spicules[:, 0]
-        rad = 1.0 + (les.harmonics[:, 1, None] * np.cos(les.harmonics[:, 0, None] * phis + les.harmonics[:, 2, None])).sum(0)
+        k_, a_, p_ = les.harmonics[:, 0, None], les.harmonics[:, 1, None], les.harmonics[:, 2, None]
+        rad = 1.0 + (a_ * np.cos(k_ * phis + p_)).sum(axis=0)
         bu, bv = 0.8 * rad * np.cos(phis), 0.8 * rad * np.sin(phis)  # start just inside the margin
         bx = les.cx + c * bu * les.rx - s * bv * les.ry
         by = les.cy + s * bu * les.rx + c * bv * les.ry
