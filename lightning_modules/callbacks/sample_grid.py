@@ -1,0 +1,77 @@
+"""Sample grids during training: same seeds and labels every time, so epochs compare (seed 000, Fig. 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchvision.utils import make_grid, save_image
+
+from lightning_modules.callbacks.ema import averaged_weights
+
+
+def log_image_grid(trainer: "pl.Trainer | None", tag: str, images: torch.Tensor, nrow: int, step: int) -> None:
+    """Add images in [-1, 1] as one grid to every TensorBoard logger of `trainer` (no-op without one)."""
+    if trainer is None:
+        return
+    grid = make_grid(((images.detach().float().cpu() + 1) / 2).clamp(0, 1), nrow=nrow, padding=2)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, grid, global_step=step)
+
+
+class SampleGridCallback(Callback):
+    """Every `every_n_epochs` (and after the last epoch), sample a grid and log/save it.
+
+    Rows are classes (class-conditional models), columns `num_per_class` fixed seeds; the EMA
+    weights are used when an EMA callback is present. Runs on rank zero only. Grids also go to
+    `<log_dir>/sample_grids/epoch_XXXX.png`. Skipped under `fast_dev_run` (like Lightning's loggers).
+
+    Args:
+        every_n_epochs: interval in epochs.
+        num_per_class: images per row.
+        seed: first seed; image j of every row uses seed + j (so rows differ only by the label).
+        sampler / num_inference_steps / guidance_scale: override the module's sampling settings.
+        captions: prompts for text-conditional models (one row each).
+    """
+
+    def __init__(self, every_n_epochs: int = 1, num_per_class: int = 4, seed: int = 0, sampler: str | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 captions: list[str] | None = None):
+        if every_n_epochs < 1:
+            raise ValueError("SampleGridCallback every_n_epochs must be >= 1")
+        self.every_n_epochs, self.num_per_class, self.seed = every_n_epochs, num_per_class, seed
+        self.sampler, self.num_inference_steps, self.guidance_scale = sampler, num_inference_steps, guidance_scale
+        self.captions = captions
+        self.saved: list[Path] = []
+
+    def _requests(self, pl_module) -> dict:
+        k = self.num_per_class
+        seeds = [self.seed + j for j in range(k)]
+        if pl_module.conditioning == "class":
+            labels = [c for c in range(pl_module.hparams.num_classes) for _ in range(k)]
+            return {"labels": labels, "seeds": seeds * pl_module.hparams.num_classes}
+        if pl_module.conditioning == "text":
+            captions = self.captions or ["a medical image"]
+            return {"captions": [c for c in captions for _ in range(k)], "seeds": seeds * len(captions)}
+        return {"num_images": k, "seeds": seeds}
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        epoch = trainer.current_epoch
+        last = (trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch + 1 >= trainer.max_epochs) or (
+            trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
+        if trainer.fast_dev_run or not trainer.is_global_zero or not ((epoch + 1) % self.every_n_epochs == 0 or last):
+            return
+        with averaged_weights(trainer, pl_module):
+            images = pl_module.sample(**self._requests(pl_module), sampler=self.sampler,
+                                      num_inference_steps=self.num_inference_steps,
+                                      guidance_scale=self.guidance_scale)
+        log_image_grid(trainer, "samples/grid", images, nrow=self.num_per_class, step=epoch)
+        if trainer.log_dir:
+            path = Path(trainer.log_dir) / "sample_grids" / f"epoch_{epoch:04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image((images + 1) / 2, path, nrow=self.num_per_class, padding=2)
+            self.saved.append(path)

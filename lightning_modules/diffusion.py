@@ -1,0 +1,193 @@
+"""Pixel-space and latent-space diffusion modules (the shared logic is in `diffusion_base`)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_modules.autoencoder import load_autoencoder
+from lightning_modules.diffusion_base import DiffusionModule
+
+log = logging.getLogger(__name__)
+CACHE_MODES = ("none", "memory", "disk")
+
+
+class PixelDiffusionModule(DiffusionModule):
+    """Diffusion directly on images in [-1, 1] (seeds 002 and 003). Arguments: see DiffusionModule."""
+
+    default_clip_sample = True
+
+    def __init__(self, num_classes: int = 0, class_names: list[str] | None = None, in_channels: int = 1,
+                 image_size: int = 32, **kwargs: Any):
+        # the data-linked arguments are named here so the CLI sees them in this signature
+        super().__init__(num_classes=num_classes, class_names=class_names, in_channels=in_channels,
+                         image_size=image_size, **kwargs)
+        self.build_unet(self.hparams.unet, self.hparams.in_channels, self.hparams.image_size)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return (self.hparams.in_channels, self.hparams.image_size, self.hparams.image_size)
+
+    def encode_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["image"]
+
+    def decode_samples(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class LatentDiffusionModule(DiffusionModule):
+    """Diffusion in the latent space of a frozen AutoencoderModule (seed 000).
+
+    Args:
+        autoencoder_ckpt: checkpoint of a trained AutoencoderModule (its weights are copied into
+            this module, so this module's own checkpoints are self-contained for export).
+        latent_scale: multiply latents by this; null = 1 / std of the training latents,
+            measured at the start of fit over `scale_batches` batches and stored in the checkpoint.
+        cache_latents: "none", "memory" (encode each training image once per run) or "disk"
+            (also saved to `cache_dir` for later runs). A cached latent is reused only while the
+            image at that index is unchanged (a fingerprint is checked), so random augmentation
+            simply re-encodes.
+        sample_posterior: train on posterior samples (True) or on the posterior mean.
+        Other arguments: see DiffusionModule.
+    """
+
+    default_clip_sample = False  # latents are not confined to [-1, 1]
+
+    def __init__(self, autoencoder_ckpt: str, latent_scale: float | None = None, scale_batches: int = 4,
+                 cache_latents: str = "none", cache_dir: str | None = None, sample_posterior: bool = True,
+                 num_classes: int = 0, class_names: list[str] | None = None, in_channels: int = 1,
+                 image_size: int = 32, **kwargs: Any):
+        super().__init__(num_classes=num_classes, class_names=class_names, in_channels=in_channels,
+                         image_size=image_size, **kwargs)
+        if cache_latents not in CACHE_MODES:
+            raise ValueError(f"model.cache_latents={cache_latents!r}; use one of {CACHE_MODES}")
+        if cache_latents == "disk" and not cache_dir:
+            raise ValueError("model.cache_latents='disk' needs model.cache_dir")
+        self.vae, ae = load_autoencoder(autoencoder_ckpt)
+        self.vae.requires_grad_(False).eval()
+        if ae["in_channels"] != self.hparams.in_channels:
+            raise ValueError(f"the autoencoder {autoencoder_ckpt} takes {ae['in_channels']} channels but the data "
+                             f"has {self.hparams.in_channels}")
+        factor = 2 ** (len(ae["block_out_channels"]) - 1)
+        if self.hparams.image_size % factor:
+            raise ValueError(f"image_size={self.hparams.image_size} is not divisible by the autoencoder factor {factor}")
+        self._latent_shape = (ae["latent_channels"], self.hparams.image_size // factor,
+                              self.hparams.image_size // factor)
+        self.latent_scale = latent_scale
+        self.build_unet(self.hparams.unet, ae["latent_channels"], self._latent_shape[1])
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
+        self._cache_dirty = False
+        self._fingerprint_weights: torch.Tensor | None = None
+        self._ae_digest = hashlib.sha256(Path(autoencoder_ckpt).read_bytes()).hexdigest()[:16]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vae.eval()  # frozen
+        return self
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return self._latent_shape
+
+    # --- latents ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.vae.encode(images).latent_dist
+        return dist.mean, dist.std
+
+    def _fingerprints(self, images: torch.Tensor) -> list[float]:
+        if self._fingerprint_weights is None or self._fingerprint_weights.shape != images.shape[1:]:
+            g = torch.Generator().manual_seed(0)
+            self._fingerprint_weights = torch.randn(images.shape[1:], generator=g)
+        w = self._fingerprint_weights.to(images.device, images.dtype)
+        return (images * w).flatten(1).sum(1).tolist()
+
+    def _cached_posterior(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = batch["image"]
+        if self.hparams.cache_latents == "none" or not self.training or "index" not in batch:
+            return self._posterior(images)
+        keys = [int(i) for i in batch["index"]]
+        prints = self._fingerprints(images)
+        entries = [self._cache.get(k) for k in keys]
+        if all(e is not None and abs(e[2] - p) <= 1e-3 * (1 + abs(p)) for e, p in zip(entries, prints)):
+            mean = torch.stack([e[0] for e in entries]).to(images.device)
+            std = torch.stack([e[1] for e in entries]).to(images.device)
+            return mean, std
+        mean, std = self._posterior(images)
+        for k, m, s, p in zip(keys, mean.cpu(), std.cpu(), prints):
+            self._cache[k] = (m, s, p)
+        self._cache_dirty = True
+        return mean, std
+
+    def encode_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        mean, std = self._cached_posterior(batch)
+        z = mean + std * torch.randn_like(mean) if self.hparams.sample_posterior and self.training else mean
+        if self.latent_scale is None:
+            self.latent_scale = self._measure_scale([z])
+        return z * self.latent_scale
+
+    def decode_samples(self, x: torch.Tensor) -> torch.Tensor:
+        if self.latent_scale is None:
+            raise RuntimeError("latent_scale is unknown: train first or load a checkpoint")
+        return self.vae.decode(x / self.latent_scale).sample
+
+    def _measure_scale(self, latents: list[torch.Tensor]) -> float:
+        std = torch.cat([z.flatten() for z in latents]).float().std()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            std = self.all_gather(std).float().mean()
+        scale = float(1.0 / std.clamp(min=1e-6))
+        log.info("latent scale factor 1/std = %.4f", scale)
+        return scale
+
+    def on_fit_start(self) -> None:
+        if self.hparams.cache_latents == "disk":
+            self._load_disk_cache()
+        if self.latent_scale is not None:
+            return
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            return  # measured on the first batch instead
+        latents = []
+        for i, batch in enumerate(datamodule.train_dataloader()):
+            if i >= self.hparams.scale_batches:
+                break
+            mean, std = self._posterior(batch["image"].to(self.device))
+            latents.append(mean + std * torch.randn_like(mean) if self.hparams.sample_posterior else mean)
+        if latents:
+            self.latent_scale = self._measure_scale(latents)
+
+    def on_train_epoch_end(self) -> None:
+        if self.hparams.cache_latents == "disk" and self._cache_dirty:  # each rank its own file
+            self._save_disk_cache()
+
+    def _cache_file(self) -> Path:
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        return Path(self.hparams.cache_dir) / f"latents-ae{self._ae_digest}-rank{rank}.pt"
+
+    def _load_disk_cache(self) -> None:
+        path = self._cache_file()
+        if path.is_file():
+            self._cache = torch.load(path, map_location="cpu", weights_only=False)
+            log.info("loaded %d cached latents from %s", len(self._cache), path)
+
+    def _save_disk_cache(self) -> None:
+        path = self._cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self._cache, tmp)
+        tmp.replace(path)
+        self._cache_dirty = False
+
+    # --- checkpoint -------------------------------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        state = super().export_state()
+        state.update(latent_scale=self.latent_scale, vae_config=dict(self.vae.config))
+        return state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.latent_scale = checkpoint["synthmed_diffusion"]["latent_scale"]
