@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from synthmed.offline import configure_offline
+from synthmed.run_dir import fresh_out_dir
 
 configure_offline()
 
@@ -137,12 +138,7 @@ def resolve_out_dir(ckpt: str, out: str | None) -> Path:
         base = Path(ckpt).resolve().parent.parent / "explain"
     else:
         base = Path("logs") / "explain" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate, n = base, 0
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
-        n += 1
-        candidate = base.with_name(f"{base.name}_{n}")
-    candidate.mkdir(parents=True, exist_ok=True)
-    return candidate
+    return fresh_out_dir(base)
 
 
 # ---- LIME ------------------------------------------------------------------------------------------

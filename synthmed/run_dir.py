@@ -91,3 +91,16 @@ class RunRecorder:
             (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
             print(f"run_dir: {run_dir}", flush=True)
         return run_dir
+
+
+def fresh_out_dir(base: Path) -> Path:
+    """`base`, or the first free sibling `<name>_1`, `<name>_2`, ... when `base` already holds files.
+
+    Output folders of synthmed verbs are never reused, so earlier results are never overwritten.
+    """
+    candidate, n = Path(base), 0
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = Path(base).with_name(f"{Path(base).name}_{n}")
+    candidate.mkdir(parents=True, exist_ok=True)
+    return candidate

@@ -25,6 +25,7 @@ configure_offline()
 
 from synthmed.evaluate.manifold import DEFAULT_K  # noqa: E402
 from synthmed.evaluate.memorisation import NEAR_COPY_PERCENTILE  # noqa: E402
+from synthmed.run_dir import fresh_out_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_out_dir(out: str | None) -> Path:
     """`--out` or logs/evaluate/<time>; an existing non-empty folder gets a new sibling `<name>_<n>`."""
     base = Path(out) if out else Path("logs") / "evaluate" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate, n = base, 0
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
-        n += 1
-        candidate = base.with_name(f"{base.name}_{n}")
-    candidate.mkdir(parents=True, exist_ok=True)
-    return candidate
+    return fresh_out_dir(base)
 
 
 def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
