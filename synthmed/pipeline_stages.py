@@ -1,0 +1,243 @@
+"""Pipeline files for `synthmed reproduce`: loading, parameters, `${...}` references, stage outputs.
+
+A pipeline YAML holds `name`, `params` (defaults), `scales` (per-scale parameter overrides),
+`paper` (the paper's rows for the report) and an ordered list of `stages`. Every string in a
+stage may use `${params.<name>}` and `${stages.<earlier stage>.<output>}`; `matrix` expands a
+stage once per value (`${matrix.<key>}`).
+
+Why not omegaconf interpolation: stage outputs (a checkpoint file chosen after the stage ran)
+are only known one stage at a time, so references are resolved lazily by the runner, and every
+error must name the pipeline file and the stage. The strings are passed on to LightningCLI
+(omegaconf mode) fully resolved, so no `${` ever reaches it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+VERBS = ("fit", "test", "predict", "cv", "evaluate", "make-phantoms")
+TRAINER_VERBS = ("fit", "test", "predict")
+# outputs a later stage may reference as ${stages.<name>.<output>}, per verb
+OUTPUTS = {
+    "fit": ("dir", "run_dir", "best_ckpt", "last_ckpt"),
+    "test": ("dir", "run_dir"),
+    "predict": ("dir", "run_dir", "out"),
+    "cv": ("dir", "run_dir", "best_ckpt", "last_ckpt"),
+    "evaluate": ("dir", "run_dir", "out"),
+    "make-phantoms": ("dir", "run_dir", "out"),
+}
+STAGE_KEYS = {"name", "verb", "config", "args", "matrix", "row", "description"}
+TOP_KEYS = {"name", "description", "params", "scales", "stages", "paper", "report", "templates"}  # templates: YAML anchors only
+REFERENCE = re.compile(r"\$\{([^}]*)\}")
+STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]*$")
+
+
+class PipelineError(ValueError):
+    """A pipeline file is unusable as written or as parameterised; the message names the file."""
+
+
+@dataclass
+class Stage:
+    """One stage after parameter and matrix expansion (stage references still unresolved)."""
+
+    name: str
+    verb: str
+    config: list[Any]           # YAML paths (str) or inline mappings
+    args: list[str]
+    row: dict[str, Any] | None = None
+    description: str = ""
+    references: list[tuple[str, str]] = field(default_factory=list)  # (stage, output)
+
+
+@dataclass
+class Pipeline:
+    """A loaded pipeline: resolved parameters and the expanded, checked stage list."""
+
+    path: Path
+    name: str
+    scale: str
+    params: dict[str, Any]
+    stages: list[Stage]
+    paper: dict[str, Any]
+    report: dict[str, Any]
+    description: str = ""
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+
+def _substitute(value: Any, lookup: Callable[[str], Any]) -> Any:
+    """Replace every `${key}` in strings (recursively in lists/dicts) by `lookup(key)`.
+
+    A string that is exactly one reference keeps the referenced value's type (a list stays a list).
+    """
+    if isinstance(value, list):
+        return [_substitute(v, lookup) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, lookup) for k, v in value.items()}
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    whole = REFERENCE.fullmatch(value)
+    if whole:
+        return lookup(whole.group(1).strip())
+    return REFERENCE.sub(lambda m: _as_text(lookup(m.group(1).strip())), value)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: YAML scalar/list syntax (`3`, `0.2`, `[a, b]`, `true`), else the string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_pipeline(path: str | Path, scale: str, overrides: dict[str, Any]) -> Pipeline:
+    """Read, parameterise, expand and check a pipeline file (see the module docstring)."""
+    path = Path(path)
+    where = f"pipeline {path}"
+    if not path.is_file():
+        raise PipelineError(f"{where}: no such file")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{where}: not valid YAML: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise PipelineError(f"{where}: the top level must be a mapping with name, params, scales, stages")
+    unknown = set(spec) - TOP_KEYS
+    if unknown:
+        raise PipelineError(f"{where}: unknown top-level keys {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+    for key in ("name", "stages"):
+        if not spec.get(key):
+            raise PipelineError(f"{where}: missing `{key}`")
+    scales = spec.get("scales") or {}
+    if scales and scale not in scales:
+        raise PipelineError(f"{where}: --scale {scale} is not defined; scales: {sorted(scales)}")
+    params = dict(spec.get("params") or {})
+    params.update((scales.get(scale) or {}) if scales else {})
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise PipelineError(f"{where}: --set {sorted(unknown)}: no such param; params: {sorted(params)}")
+    params.update(overrides)
+
+    def param_lookup(context: str) -> Callable[[str], Any]:
+        def lookup(key: str) -> Any:
+            if key.startswith("params."):
+                name = key[len("params."):]
+                if name not in params:
+                    raise PipelineError(f"{where}: {context}: ${{{key}}}: no param {name!r}; "
+                                        f"params: {sorted(params)} (add it under params: or pass --set {name}=...)")
+                value = params[name]
+                return _substitute(value, lookup) if isinstance(value, str) else value
+            return "${" + key + "}"  # stage/matrix references are resolved later
+        return lookup
+
+    for name in list(params):  # params may reference other params
+        params[name] = _substitute(params[name], param_lookup(f"params.{name}"))
+    stages: list[Stage] = []
+    for i, raw in enumerate(spec["stages"]):
+        if not isinstance(raw, dict) or not raw.get("name"):
+            raise PipelineError(f"{where}: stage #{i + 1} must be a mapping with a `name`")
+        stages += _expand_stage(raw, where, param_lookup(f"stage {raw['name']}"))
+    _check_stages(stages, where)
+    paper = _substitute(spec.get("paper") or {}, param_lookup("paper"))
+    report = _substitute(spec.get("report") or {}, param_lookup("report"))
+    return Pipeline(path=path, name=str(spec["name"]), scale=scale, params=params, stages=stages,
+                    paper=paper, report=report, description=str(spec.get("description") or ""))
+
+
+def _expand_stage(raw: dict, where: str, lookup: Callable[[str], Any]) -> list[Stage]:
+    name = str(raw["name"])
+    unknown = set(raw) - STAGE_KEYS
+    if unknown:
+        raise PipelineError(f"{where}: stage {name}: unknown keys {sorted(unknown)}; allowed: {sorted(STAGE_KEYS)}")
+    if raw.get("verb") not in VERBS:
+        raise PipelineError(f"{where}: stage {name}: verb {raw.get('verb')!r}; use one of {', '.join(VERBS)}")
+    raw = _substitute(raw, lookup)
+    matrix = raw.get("matrix") or {}
+    if not isinstance(matrix, dict):
+        raise PipelineError(f"{where}: stage {name}: matrix must map a key to a list of values")
+    for key, values in matrix.items():
+        if not isinstance(values, list) or not values:
+            raise PipelineError(f"{where}: stage {name}: matrix.{key} must be a non-empty list (got {values!r})")
+    combos = [dict(zip(matrix, combo)) for combo in itertools.product(*matrix.values())] if matrix else [{}]
+    out = []
+    for combo in combos:
+        def matrix_lookup(key: str, combo=combo) -> Any:
+            if key.startswith("matrix."):
+                if key[7:] not in combo:
+                    raise PipelineError(f"{where}: stage {name}: ${{{key}}}: matrix has {sorted(combo)}")
+                return combo[key[7:]]
+            return "${" + key + "}"
+        body = _substitute({k: v for k, v in raw.items() if k != "matrix"}, matrix_lookup)
+        full_name = "-".join([name, *(str(v) for v in combo.values())])
+        config = body.get("config") or []
+        args = body.get("args") or []
+        if not isinstance(config, list) or not isinstance(args, list):
+            raise PipelineError(f"{where}: stage {name}: config and args must be lists")
+        out.append(Stage(name=full_name, verb=body["verb"], config=config, args=[_as_text(a) for a in args],
+                         row=body.get("row"), description=str(body.get("description") or "")))
+    return out
+
+
+def _check_stages(stages: list[Stage], where: str) -> None:
+    """Names unique and path-safe; every ${stages.X.Y} names an earlier stage and one of its outputs."""
+    seen: dict[str, Stage] = {}
+    for stage in stages:
+        if not STAGE_NAME.match(stage.name):
+            raise PipelineError(f"{where}: stage name {stage.name!r}: use letters, digits, _ + . - only")
+        if stage.name in seen:
+            raise PipelineError(f"{where}: two stages are named {stage.name!r}")
+        for config in stage.config:
+            if isinstance(config, str) and "${" not in config and not Path(config).is_file():
+                raise PipelineError(f"{where}: stage {stage.name}: config {config} does not exist "
+                                    "(paths are relative to the directory you run from)")
+            if not isinstance(config, (str, dict)):
+                raise PipelineError(f"{where}: stage {stage.name}: config entries are YAML paths or mappings")
+        for text in _strings(stage.config) + stage.args:
+            for match in REFERENCE.finditer(text):
+                key = match.group(1).strip()
+                parts = key.split(".")
+                if parts[0] != "stages" or len(parts) != 3:
+                    raise PipelineError(f"{where}: stage {stage.name}: ${{{key}}}: references are "
+                                        "${params.<name>}, ${matrix.<key>} or ${stages.<stage>.<output>}")
+                _, ref, output = parts
+                if ref not in seen:
+                    later = any(s.name == ref for s in stages)
+                    raise PipelineError(f"{where}: stage {stage.name}: ${{{key}}}: "
+                                        + (f"stage {ref!r} runs later; a stage can only use earlier ones"
+                                           if later else f"no stage named {ref!r}; stages: {list(seen)}"))
+                if output not in OUTPUTS[seen[ref].verb]:
+                    raise PipelineError(f"{where}: stage {stage.name}: ${{{key}}}: a {seen[ref].verb} stage "
+                                        f"has outputs {', '.join(OUTPUTS[seen[ref].verb])}")
+                stage.references.append((ref, output))
+        seen[stage.name] = stage
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    return []
+
+
+def resolve_stage_refs(value: Any, outputs: Callable[[str, str], str]) -> Any:
+    """Replace `${stages.X.Y}` in `value` by `outputs(X, Y)` (a path string)."""
+    return _substitute(value, lambda key: outputs(*key.split(".")[1:]))

@@ -1,0 +1,313 @@
+"""`synthmed reproduce PIPELINE.yaml`: run a paper's protocol as ordered, resumable stages.
+
+    synthmed reproduce experiments/quickstart/pipeline.yaml
+    synthmed reproduce experiments/nafi2024_tstr/pipeline.yaml --scale mini \
+        --data.root ../shared/data/brain_tumor_mri [--out DIR] [--set folds=3 ...]
+
+Each stage is one ordinary `synthmed fit|test|predict|cv|evaluate|make-phantoms` command (the
+runner prints it, so it can be rerun alone) whose run directory is fixed: `<out>/<stage>/`
+(`--logs_root <out> --experiment <stage> --run_version run`; cv `--name cv`). A stage whose
+completion marker exists is skipped ("skip <stage>: complete"):
+
+    fit / test   <out>/<stage>/run/metrics.json      (written only when the run finished)
+    predict      <out>/<stage>/run/metrics.json and <out>/<stage>/images/metadata.csv
+    cv           <out>/<stage>/cv/cv_summary.csv     (finished folds are reused by cv itself)
+    evaluate     <out>/<stage>/evaluation.json
+    make-phantoms  <out>/<stage>/ exists (written atomically)
+
+An incomplete fit/test/evaluate directory (a killed or failed run) is renamed to
+`<stage>.incomplete-<time>` and the stage reruns; predict and cv resume in place. Predict stages
+write their images to `<out>/<stage>/images` (the runner passes `--data.init_args.output_dir`).
+`--set name=value` overrides a pipeline param (YAML syntax); `--data.root X` is short for
+`--set data_root=X`. State: `<out>/pipeline_state.json`; at the end `<out>/report.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synthmed.pipeline_stages import (TRAINER_VERBS, Pipeline, PipelineError, Stage, load_pipeline, parse_value,
+                                      resolve_stage_refs)
+
+PREDICT_SUBDIR = "images"  # a predict stage's synthetic ImageFolder tree: <out>/<stage>/images
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="synthmed reproduce", description=__doc__.splitlines()[0])
+    p.add_argument("pipeline", help="pipeline YAML (experiments/<paper>/pipeline.yaml)")
+    p.add_argument("--scale", default="mini", help="which `scales:` entry to use (default mini)")
+    p.add_argument("--out", default=None, help="output folder (default logs/reproduce/<name>-<scale>)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a pipeline param (repeatable; YAML values: 3, 0.2, [a, b])")
+    p.add_argument("--data.root", dest="data_root", default=None, help="same as --set data_root=PATH")
+    p.add_argument("--dry-run", action="store_true", help="print the stage commands, run nothing")
+    p.add_argument("--in-process", action="store_true",
+                   help="run stages inside this Python process (faster start; default: one subprocess each)")
+    return p
+
+
+# ---- stage locations and completion ---------------------------------------------------------------
+def stage_dir(out: Path, stage: Stage) -> Path:
+    return out / stage.name
+
+
+def run_dir(out: Path, stage: Stage) -> Path:
+    if stage.verb in TRAINER_VERBS:
+        return stage_dir(out, stage) / "run"
+    if stage.verb == "cv":
+        return stage_dir(out, stage) / "cv"
+    return stage_dir(out, stage)
+
+
+def is_complete(out: Path, stage: Stage) -> bool:
+    rd = run_dir(out, stage)
+    if stage.verb in ("fit", "test"):
+        return (rd / "metrics.json").is_file()
+    if stage.verb == "predict":
+        return (rd / "metrics.json").is_file() and (stage_dir(out, stage) / PREDICT_SUBDIR / "metadata.csv").is_file()
+    if stage.verb == "cv":
+        return (rd / "cv_summary.csv").is_file()
+    if stage.verb == "evaluate":
+        return (rd / "evaluation.json").is_file()
+    return rd.is_dir() and any(rd.iterdir())  # make-phantoms renames its finished tree into place
+
+
+def best_checkpoint(fit_run: Path, last: bool = False) -> Path:
+    """A finished fit run's checkpoint: the one it tested (best), else the only non-last one, else last."""
+    ckpts = fit_run / "checkpoints"
+    last_ckpt = ckpts / "last.ckpt"
+    if last:
+        if last_ckpt.is_file():
+            return last_ckpt
+        raise PipelineError(f"{ckpts} has no last.ckpt (the stage's ModelCheckpoint needs save_last: true)")
+    metrics = fit_run / "metrics.json"
+    if metrics.is_file():
+        tested = json.loads(metrics.read_text()).get("_info", {}).get("tested_checkpoint", "")
+        if tested and Path(tested).is_file():
+            return Path(tested)
+    others = sorted((p for p in ckpts.glob("*.ckpt") if not p.name.startswith("last")), key=os.path.getmtime)
+    if others:
+        return others[-1]
+    if last_ckpt.is_file():
+        return last_ckpt
+    raise PipelineError(f"{ckpts} holds no checkpoint; give the stage a ModelCheckpoint callback")
+
+
+def best_cv_fold(cv_dir: Path) -> Path:
+    """Run directory of the fold with the lowest val/loss in cv_summary.csv (ties: the first)."""
+    import pandas as pd
+
+    table = pd.read_csv(cv_dir / "cv_summary.csv")
+    folds = table[~table["fold"].astype(str).isin(["mean", "sd"])]
+    if "val/loss" in folds.columns and folds["val/loss"].notna().any():
+        folds = folds.sort_values("val/loss", kind="stable")
+    return Path(str(folds.iloc[0]["run_dir"]))
+
+
+def stage_output(pipeline: Pipeline, out: Path, name: str, output: str) -> str:
+    """The path behind `${stages.<name>.<output>}` (the stage has finished when this is called)."""
+    stage = pipeline.stage(name)
+    if not is_complete(out, stage):
+        raise PipelineError(f"pipeline {pipeline.path}: stage {name} has not finished, so ${{stages.{name}.{output}}} "
+                            "has no value yet")
+    rd = run_dir(out, stage)
+    if output == "dir":
+        return str(stage_dir(out, stage))
+    if output == "run_dir":
+        return str(rd)
+    if output == "out":
+        return str(stage_dir(out, stage) / PREDICT_SUBDIR) if stage.verb == "predict" else str(rd)
+    fit_run = best_cv_fold(rd) if stage.verb == "cv" else rd
+    return str(best_checkpoint(fit_run, last=output == "last_ckpt"))
+
+
+# ---- commands -------------------------------------------------------------------------------------
+def stage_argv(pipeline: Pipeline, out: Path, stage: Stage, dry_run: bool = False) -> list[str]:
+    """The stage's `synthmed ...` argument list with every reference resolved."""
+    def lookup(name: str, output: str) -> str:
+        if dry_run and not is_complete(out, pipeline.stage(name)):
+            return f"<stages.{name}.{output}>"
+        return stage_output(pipeline, out, name, output)
+
+    args = resolve_stage_refs(stage.args, lookup)
+    configs = []
+    for i, config in enumerate(stage.config):
+        config = resolve_stage_refs(config, lookup)
+        if isinstance(config, dict):  # inline overlay -> a YAML file the command can be rerun with
+            path = out / "configs" / f"{stage.name}-{i}.yaml"
+            if not dry_run:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(yaml.safe_dump(config, sort_keys=False))
+            config = str(path)
+        configs += ["--config", config]
+    sd = stage_dir(out, stage)
+    if stage.verb in TRAINER_VERBS:
+        fixed = ["--logs_root", str(out), "--experiment", stage.name, "--run_version", "run"]
+        if stage.verb == "predict":
+            fixed += ["--data.init_args.output_dir", str(sd / PREDICT_SUBDIR)]
+        return [stage.verb, *configs, *args, *fixed]
+    if stage.verb == "cv":
+        return ["cv", *configs, *args, "--logs_root", str(out), "--experiment", stage.name, "--name", "cv"]
+    if configs:
+        raise PipelineError(f"pipeline {pipeline.path}: stage {stage.name}: a {stage.verb} stage takes args only, "
+                            "not config")
+    if stage.verb == "evaluate":
+        return ["evaluate", *args, "--out", str(sd)]
+    return ["make-phantoms", str(sd), *args]
+
+
+def run_command(argv: list[str], log_path: Path, in_process: bool) -> int:
+    """Run `synthmed <argv>`; output goes to the console and to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if in_process:
+        from synthmed.cli import main as cli_main
+
+        try:
+            return int(cli_main(list(argv)) or 0)
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+        except Exception as exc:  # noqa: BLE001 - a failed stage is reported, the pipeline stops cleanly
+            print(f"stage error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen([sys.executable, "-u", "-m", "synthmed.cli", *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        return proc.wait()
+
+
+def move_aside(path: Path) -> Path:
+    """Rename an incomplete stage directory so the rerun starts clean (nothing is deleted)."""
+    target = path.with_name(f"{path.name}.incomplete-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    n = 0
+    while target.exists():
+        n += 1
+        target = target.with_name(f"{target.name}-{n}")
+    path.rename(target)
+    return target
+
+
+# ---- state ----------------------------------------------------------------------------------------
+class PipelineState:
+    """`<out>/pipeline_state.json`: per stage its command, status, times (kept across reruns)."""
+
+    def __init__(self, out: Path, pipeline: Pipeline, command: str):
+        self.path = out / "pipeline_state.json"
+        old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.data = {"pipeline": str(pipeline.path), "name": pipeline.name, "scale": pipeline.scale,
+                     "params": pipeline.params, "out": str(out), "command": command,
+                     "stages": old.get("stages", {}), "history": old.get("history", [])}
+        self.data["history"].append({"command": command, "started": _now()})
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.data["stages"].setdefault(name, {})
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        os.replace(tmp, self.path)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---- main -----------------------------------------------------------------------------------------
+def _overrides(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    found = {}
+    for item in args.sets:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            parser.error(f"--set {item!r}: use --set NAME=VALUE")
+        found[name.strip()] = parse_value(value)
+    if args.data_root is not None:
+        found["data_root"] = args.data_root
+    return found
+
+
+def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool = False) -> int:
+    """Run every incomplete stage in order; write state and, when all are done, report.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = PipelineState(out, pipeline, command)
+    state.save()
+    total = len(pipeline.stages)
+    for number, stage in enumerate(pipeline.stages, 1):
+        record = state.stage(stage.name)
+        if is_complete(out, stage):
+            print(f"skip {stage.name}: complete", flush=True)
+            argv = stage_argv(pipeline, out, stage, dry_run=True)
+            if record.get("argv") and record["argv"] != argv:
+                print(f"  note: {stage.name}'s command changed since it ran; delete {stage_dir(out, stage)} "
+                      "to rerun it with the new one", flush=True)
+            record["status"] = "complete"
+            state.save()
+            continue
+        sd = stage_dir(out, stage)
+        if stage.verb in ("fit", "test", "evaluate") and sd.exists():
+            print(f"stage {stage.name}: previous run did not finish; moved it to {move_aside(sd)}", flush=True)
+        argv = stage_argv(pipeline, out, stage)
+        print(f"=== stage {number}/{total} {stage.name}: synthmed {shlex.join(argv)}", flush=True)
+        record.pop("exit_code", None)
+        record.update({"verb": stage.verb, "argv": argv, "command": "synthmed " + shlex.join(argv),
+                       "status": "running", "started": _now(), "dir": str(sd)})
+        state.save()
+        start = time.perf_counter()
+        code = run_command(argv, out / "stage_logs" / f"{stage.name}.log", in_process)
+        record["seconds"] = round(time.perf_counter() - start, 1)
+        record["finished"] = _now()
+        if code != 0 or not is_complete(out, stage):
+            record["status"] = "failed"
+            record["exit_code"] = code
+            state.save()
+            why = f"exit code {code}" if code != 0 else "it exited 0 but wrote no completion marker"
+            log = "its output is above" if in_process else f"log: {out / 'stage_logs' / (stage.name + '.log')}"
+            print(f"stage {stage.name} failed ({why}); {log}. Fix the cause and rerun the same command: "
+                  "finished stages are skipped.", file=sys.stderr)
+            return 1
+        record["status"] = "complete"
+        state.save()
+    from synthmed.pipeline_report import write_report
+
+    table = write_report(pipeline, out, state.data, command)
+    state.data["report"] = str(out / "report.md")
+    state.save()
+    print(table)
+    print(f"report: {out / 'report.md'}")
+    print(f"run_dir: {out}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        pipeline = load_pipeline(args.pipeline, args.scale, _overrides(args, parser))
+        out = Path(args.out or Path("logs") / "reproduce" / f"{pipeline.name}-{args.scale}")
+        command = "synthmed reproduce " + shlex.join(argv)
+        if args.dry_run:
+            for stage in pipeline.stages:
+                mark = "complete" if is_complete(out, stage) else "to run"
+                print(f"[{mark}] {stage.name}: synthmed {shlex.join(stage_argv(pipeline, out, stage, True))}")
+            print(f"run_dir: {out}")
+            return 0
+        return run_pipeline(pipeline, out, command, in_process=args.in_process)
+    except PipelineError as exc:
+        print(f"synthmed reproduce: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
