@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDPMPipeline, DDPMScheduler
+from diffusers import AutoencoderKL, DDPMPipeline
 
 from lightning_modules.diffusion_base import CHECKPOINT_KEY
 from lightning_modules.nets.schedules import NoiseSchedule, build_scheduler
