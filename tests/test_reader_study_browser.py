@@ -32,6 +32,7 @@ pytestmark = [
                               "(/usr/bin/chromium, /usr/bin/chromedriver)"),
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -153,7 +154,9 @@ def test_two_readers_vote_resume_after_kill_and_report_matches(tmp_path, driver)
         WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "reader_id")))
 
         page.sign_in("dr.a", "not-the-passcode")  # someone else cannot take dr.a's place
-        assert "Wrong passcode" in driver.find_element(By.CLASS_NAME, "error").text
+        # wait for the reloaded page's message (reading the old page's node mid-reload races)
+        WebDriverWait(driver, 10, ignored_exceptions=(WebDriverException,)).until(
+            EC.text_to_be_present_in_element((By.CLASS_NAME, "error"), "Wrong passcode"))
         page.sign_in("dr.b", "other-pass")
         assert page.progress() == "0 / 10 rated"
         assert "sharp cortex" not in driver.page_source  # dr.a's notes stay private
