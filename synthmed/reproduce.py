@@ -242,6 +242,10 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
     """Run every incomplete stage in order; write state and, when all are done, report.md."""
     out.mkdir(parents=True, exist_ok=True)
     state = PipelineState(out, pipeline, command)
+    for stage in pipeline.stages:  # the markers are the truth: a stage dir removed since is pending again
+        record = state.stage(stage.name)
+        if record.get("status") == "complete" and not is_complete(out, stage):
+            record["status"] = "pending"
     state.save()
     total = len(pipeline.stages)
     for number, stage in enumerate(pipeline.stages, 1):
