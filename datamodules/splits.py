@@ -6,7 +6,7 @@ The input is a *catalogue*: a DataFrame with one row per image and the columns
     label         int class index
     class_name    str
     source_split  "train" | "val" | "test" | "" (a split the data came with, e.g. Training/Testing),
-                  "extra" (always training data, never subsampled: e.g. synthetic images added
+                  "extra" (always training data, never subsampled or validated: e.g. synthetic images added
                   to real ones) or "excluded" (left out before splitting)
     sha256        content hash (file bytes, or array bytes for in-memory data)
     group         patient / scan id ("" when unknown)
@@ -203,7 +203,9 @@ def assign_splits(catalogue: pd.DataFrame, opts: SplitOptions) -> pd.DataFrame:
     if "test" in preset:
         is_test = df["source_split"] == "test"
     elif opts.test_fraction > 0:
-        is_test = stratified_group_fraction(df, unit, opts.test_fraction, opts.seed)
+        real = ~extra & (df["split"] != "excluded")
+        is_test = stratified_group_fraction(df[real], unit[real], opts.test_fraction, opts.seed)
+        is_test = is_test.reindex(df.index, fill_value=False)
     else:
         is_test = pd.Series(False, index=df.index)
     df.loc[is_test, "split"] = "test"
@@ -218,7 +220,10 @@ def assign_splits(catalogue: pd.DataFrame, opts: SplitOptions) -> pd.DataFrame:
         dropped = picked.index[~keep]
         df.loc[dropped, "split"] = "excluded"
         pool = pool & ~df.index.isin(dropped)
-    pool = pool | extra
+    # Extra trees (e.g. synthetic images in TR+S) always train and never validate: a validation
+    # score on generated images would measure the generator, not the task, and folds are drawn
+    # over the real pool only so that TRTR and TR+S validate on the same real images.
+    df.loc[extra, "split"] = "train"
 
     if use_preset_val:
         df.loc[preset_val, "split"] = "val"

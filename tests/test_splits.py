@@ -111,3 +111,18 @@ def test_group_pattern_errors_and_matches():
 def test_bad_options_name_the_option(kwargs, message):
     with pytest.raises(SplitError, match=message):
         assign_splits(catalogue(10), SplitOptions(**kwargs))
+
+
+def test_extra_rows_always_train_and_folds_match_the_real_only_run():
+    """TR+S: synthetic ("extra") images never validate, and the real folds equal TRTR's."""
+    real = catalogue(40)
+    synthetic = catalogue(30).assign(source_split="extra", key=lambda d: "extra0/" + d["key"],
+                                     sha256=lambda d: "syn-" + d["sha256"])
+    for fold in (0, 1):
+        opts = SplitOptions(num_folds=2, fold=fold, seed=5)
+        mixed = assign_splits(pd.concat([real, synthetic], ignore_index=True), opts)
+        assert (mixed[mixed.source_split == "extra"]["split"] == "train").all()
+        real_only = assign_splits(real, opts)
+        assert mixed[mixed.source_split != "extra"]["split"].tolist() == real_only["split"].tolist()
+    with_val = assign_splits(pd.concat([real, synthetic], ignore_index=True), SplitOptions(val_fraction=0.5))
+    assert set(with_val[with_val.split == "val"].key).isdisjoint(synthetic.key)

@@ -30,9 +30,11 @@ from synthmed.run_dir import fresh_out_dir
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synthmed evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--real", required=True, help="real images (held out from the generator's training)")
+    p.add_argument("--real", required=True, help="real images (held out from the generator's training): a folder, or a run's "
+                   "split_manifest.csv[:splits] (default split: test)")
     p.add_argument("--fake", required=True, help="generated images")
-    p.add_argument("--train", default=None, help="the generator's training images (enables the memorisation audit)")
+    p.add_argument("--train", default=None, help="the generator's training images (enables the memorisation audit): a folder, or "
+                   "the generator run's split_manifest.csv[:splits] (default splits: train,val)")
     p.add_argument("--extractor", default=None,
                    help="classifier:<ckpt> | inception | autoencoder:<ckpt> (required: no default downloads weights)")
     p.add_argument("--inception-weights", default=None,
@@ -72,10 +74,17 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         parser.error(f"--image-size {args.image_size} must be >= 16")
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size} must be >= 1")
+    from synthmed.evaluate.images import split_manifest_spec
+
     for option in ("real", "fake", "train"):
         folder = getattr(args, option)
-        if folder is not None and not Path(folder).is_dir():
-            parser.error(f"--{option} {folder} is not a folder")
+        if folder is None:
+            continue
+        manifest = split_manifest_spec(folder)
+        if manifest is not None and not manifest[0].is_file():
+            parser.error(f"--{option} {manifest[0]} does not exist (a split manifest: run_dir/split_manifest.csv[:splits])")
+        if manifest is None and not Path(folder).is_dir():
+            parser.error(f"--{option} {folder} is not a folder (or a run's split_manifest.csv[:splits])")
 
 
 def main(argv: list[str]) -> int:

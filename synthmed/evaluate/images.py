@@ -69,8 +69,58 @@ def _visible(path: Path, root: Path) -> bool:
     return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
+# Which rows of a split manifest an option reads when the argument names no splits: the generator
+# saw its train and val rows (the memorisation reference); real held-out images are its test rows.
+MANIFEST_DEFAULT_SPLITS = {"--train": ("train", "val"), "--real": ("test",), "--fake": ("test",)}
+
+
+def split_manifest_spec(spec: str | Path) -> tuple[Path, tuple[str, ...] | None] | None:
+    """`run_dir/split_manifest.csv[:split,split]` -> (csv path, splits or None); None for a folder."""
+    text = str(spec)
+    head, sep, tail = text.rpartition(".csv:")
+    if sep:
+        return Path(head + ".csv").expanduser(), tuple(s for s in tail.split(",") if s)
+    if text.endswith(".csv"):
+        return Path(text).expanduser(), None
+    return None
+
+
+def list_manifest_files(csv: Path, splits: tuple[str, ...] | None, option: str) -> list[tuple[Path, str]]:
+    """[(file, class name)] of the rows of a synthmed `split_manifest.csv` whose split is in `splits`.
+
+    This names exactly the images a run used (e.g. the generator's 20 % share, which exists only as
+    a subsample inside its DataModule), so no folder copy is needed for the memorisation audit.
+    """
+    import pandas as pd
+
+    splits = splits or MANIFEST_DEFAULT_SPLITS.get(option, ("test",))
+    if not csv.is_file():
+        raise ImageSetError(f"{option} {csv} does not exist; pass a folder or the split_manifest.csv of a "
+                            "synthmed run directory")
+    manifest = pd.read_csv(csv)
+    if "path" not in manifest.columns or "split" not in manifest.columns:
+        raise ImageSetError(f"{option} {csv} has no 'path'/'split' columns; only manifests of file-based "
+                            "DataModules (ImageFolder) name their images")
+    rows = manifest[manifest["split"].isin(splits)]
+    if rows.empty:
+        found = sorted(manifest["split"].dropna().unique())
+        raise ImageSetError(f"{option} {csv}: no rows with split in {list(splits)} (the manifest has {found}); "
+                            f"name them as {csv}:<split>[,<split>]")
+    files = [(Path(p), str(c)) for p, c in zip(rows["path"], rows["class_name"])]
+    missing = [p for p, _ in files if not p.is_file()]
+    if missing:
+        raise ImageSetError(f"{option} {csv} lists {len(missing)} files that do not exist (first: {missing[0]}); "
+                            "paths are relative to the folder the run was started from: run from there")
+    return sorted(files)
+
+
 def list_image_files(root: Path, option: str) -> tuple[list[tuple[Path, str]], int]:
-    """[(file, class name or '')] in sorted order, and the number of mask files skipped."""
+    """[(file, class name or '')] in sorted order, and the number of mask files skipped.
+
+    `root` may also be a split manifest (see `split_manifest_spec`)."""
+    manifest = split_manifest_spec(root)
+    if manifest is not None:
+        return list_manifest_files(*manifest, option), 0
     if not root.is_dir():
         raise ImageSetError(f"{option} {root} is not a folder; pass a folder of images (flat, or one "
                             "sub-folder per class)")
@@ -106,8 +156,9 @@ def load_image_set(root: str | Path, size: int, channels: int, option: str = "--
     max_images: keep a seeded random subset of that many images (order stays sorted by path).
     resize_mode: as in the DataModules ("pad" keeps the aspect ratio on black, "stretch", "crop").
     """
-    root = Path(root).expanduser()
-    files, masks = list_image_files(root, option)
+    files, masks = list_image_files(Path(root).expanduser() if split_manifest_spec(root) is None else root,
+                                    option)
+    root = Path(str(root)).expanduser()
     if max_images is not None:
         if max_images < 2:
             raise ImageSetError(f"--max-images {max_images} must be >= 2 (FID and the k-NN metrics need sets)")
