@@ -13,11 +13,17 @@ optionally `load_mask` / `caption_for`). This base does the rest: splits and fol
 (`datamodules.splits`), the overlap audit, decoding every kept image once into a uint8 cache at
 `setup` (so a corrupt file fails at setup, never mid-epoch, and decoding is never the
 bottleneck), augmentation, and the `split_manifest.csv` in the run directory.
+
+The training loader is resumable: its order depends only on (seed, epoch) and its position
+inside the epoch is saved in every checkpoint, so a fit killed mid-epoch and resumed with
+`--ckpt_path last` trains on exactly the batches the uninterrupted run would have (see
+`ResumableDataLoader`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from datamodules.image_io import to_model_array
 from datamodules.splits import OnOverlap, SplitOptions, SubsampleMode, assign_splits, audit_overlap
@@ -67,13 +72,112 @@ class CachedImageDataset(Dataset):
         return item
 
 
+class EpochShuffleSampler(RandomSampler):
+    """A fresh random order every epoch that depends only on (seed, epoch).
+
+    The same convention as torch's `DistributedSampler` (`seed + epoch`), which Lightning puts
+    in place of this sampler under DDP (it subclasses `RandomSampler`, so Lightning sees a
+    shuffled loader). Unlike a plain `RandomSampler`, the order never depends on how much of
+    the global random stream was used before, so a resumed run can recompute it.
+    """
+
+    def __init__(self, data_source, seed: int = 0):
+        super().__init__(data_source)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class _SkipFirstBatches:
+    """A batch (index) sampler that drops its first `count` batches, once: the batches a killed run
+    already trained on. Only their indices are drawn; no image is loaded. `len` stays the full
+    epoch because Lightning counts the skipped batches as done."""
+
+    def __init__(self, batches, count: int):
+        self.batches, self.count = batches, count
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        iterator = iter(self.batches)
+        count, self.count = self.count, 0  # persistent workers iterate this object again next epoch
+        for _ in range(count):
+            next(iterator, None)
+        yield from iterator
+
+
+def _sampler_epoch(loader: DataLoader) -> int | None:
+    for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+        if hasattr(sampler, "epoch"):
+            return int(sampler.epoch)
+    return None
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position inside an epoch survives a kill (Lightning's loader state protocol).
+
+    Lightning stores `state_dict()` (epoch, batches of that epoch handed out) in every checkpoint
+    and calls `load_state_dict()` when a fit resumes. The next iteration of the *same* epoch then
+    skips the batches already trained on; if Lightning has moved on to the next epoch (the
+    checkpoint was written at an epoch end) nothing is skipped. Exact only when the order is a
+    function of the epoch (`EpochShuffleSampler`; under DDP Lightning's `DistributedSampler`,
+    whose position is the same on every rank). The iterator is created lazily, at the first
+    batch, so it always sees the epoch Lightning set (a resumed fit creates it before
+    `set_epoch`). Not for `num_workers > 0` with augmentations that draw from worker RNGs: those
+    draws are not part of the state.
+    """
+
+    # class-level defaults: DataLoader.__init__ stays untouched, so Lightning can re-create the
+    # loader with a DistributedSampler from the captured arguments
+    _resume_state: dict | None = None
+    _skip_batches = 0
+    _epoch_in_progress: int | None = None
+    _batches_handed_out = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch_in_progress, "batches": self._batches_handed_out}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_state = dict(state)
+
+    @property
+    def _index_sampler(self):
+        sampler = super()._index_sampler
+        return _SkipFirstBatches(sampler, self._skip_batches) if self._skip_batches else sampler
+
+    def __iter__(self):
+        return self._iterate()
+
+    def _iterate(self):
+        epoch, skip = _sampler_epoch(self), 0
+        saved, self._resume_state = self._resume_state, None
+        if saved is not None and saved.get("epoch") in (None, epoch) and int(saved.get("batches", 0)) < len(self):
+            skip = int(saved["batches"])
+        self._skip_batches = skip
+        try:
+            iterator = super().__iter__()
+        finally:
+            self._skip_batches = 0
+        self._epoch_in_progress, self._batches_handed_out = epoch, skip
+        for batch in iterator:
+            self._batches_handed_out += 1  # counted before the step runs: a checkpoint inside it includes it
+            yield batch
+
+
 class BaseImageDataModule(LightningDataModule):
     """Options and behaviour common to every synthmed DataModule.
 
     Args:
         image_size: square side images are resized to.
         channels: 1 (grayscale) or 3 (RGB) for the `image` tensor.
-        batch_size: per device (under DDP each rank gets this many).
+        batch_size: per device (under DDP each rank gets this many; no learning rate is rescaled).
         num_workers: DataLoader workers (0 is best on a 2-core machine: images are pre-decoded).
         resize_mode: "pad" keeps the aspect ratio (letterbox), "stretch" squashes, "crop" centre-crops.
         test_fraction / val_fraction / num_folds / fold / subsample_fraction / subsample /
@@ -177,10 +281,10 @@ class BaseImageDataModule(LightningDataModule):
             return None
         return Path(trainer.log_dir)
 
-    @rank_zero_only
     def _write_manifest(self) -> None:
-        run_dir = self._run_dir()
-        if run_dir is None or self.manifest is None:
+        run_dir = self._run_dir()  # on every rank: trainer.log_dir is a collective (broadcast) under DDP
+        trainer = getattr(self, "trainer", None)
+        if run_dir is None or self.manifest is None or (trainer is not None and not trainer.is_global_zero):
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         self.manifest.to_csv(run_dir / "split_manifest.csv", index_label="index")
@@ -220,8 +324,15 @@ class BaseImageDataModule(LightningDataModule):
         ds = self.dataset(split)
         if len(ds) == 0:
             raise ValueError(f"{self.describe_source()}: the {split} split is empty; check the split options")
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        options = dict(batch_size=self.batch_size, num_workers=self.num_workers,
+                       persistent_workers=self.num_workers > 0, drop_last=False)
+        if not shuffle:
+            return DataLoader(ds, shuffle=False, **options)
+        # seeded like Lightning's DistributedSampler (seed_everything's seed), and with its own
+        # generator for worker seeds, so the global random stream never decides the data order
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return ResumableDataLoader(ds, sampler=EpochShuffleSampler(ds, seed=seed),
+                                   generator=torch.Generator().manual_seed(seed), **options)
 
     def has_split(self, split: str) -> bool:
         return bool((self.prepare_manifest()["split"] == split).any())

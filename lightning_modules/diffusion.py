@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from lightning_modules.autoencoder import load_autoencoder
 from lightning_modules.diffusion_base import DiffusionModule
+from lightning_modules.latent_cache import LatentCache
 
 log = logging.getLogger(__name__)
 CACHE_MODES = ("none", "memory", "disk")
@@ -47,10 +49,12 @@ class LatentDiffusionModule(DiffusionModule):
             this module, so this module's own checkpoints are self-contained for export).
         latent_scale: multiply latents by this; null = 1 / std of the training latents,
             measured at the start of fit over `scale_batches` batches and stored in the checkpoint.
-        cache_latents: "none", "memory" (encode each training image once per run) or "disk"
-            (also saved to `cache_dir` for later runs). A cached latent is reused only while the
-            image at that index is unchanged (a fingerprint is checked), so random augmentation
-            simply re-encodes.
+        cache_latents: "none", "memory" (the training set is encoded once, before the first step;
+            under DDP each rank encodes its share and the ranks exchange them) or "disk" (also
+            saved to `cache_dir` for later runs, one file written by rank zero). A cached latent
+            is reused only while the image at that index is unchanged (a fingerprint is checked),
+            so random augmentation simply re-encodes. Logs `latent_cache/encoded` (images the VAE
+            encoded, all ranks) and `latent_cache/size`.
         sample_posterior: train on posterior samples (True) or on the posterior mean.
         Other arguments: see DiffusionModule.
     """
@@ -79,9 +83,7 @@ class LatentDiffusionModule(DiffusionModule):
                               self.hparams.image_size // factor)
         self.latent_scale = latent_scale
         self.build_unet(self.hparams.unet, ae["latent_channels"], self._latent_shape[1])
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
-        self._cache_dirty = False
-        self._fingerprint_weights: torch.Tensor | None = None
+        self.latent_cache = LatentCache()
         self._ae_digest = hashlib.sha256(Path(autoencoder_ckpt).read_bytes()).hexdigest()[:16]
 
     def train(self, mode: bool = True):
@@ -97,30 +99,20 @@ class LatentDiffusionModule(DiffusionModule):
     @torch.no_grad()
     def _posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dist = self.vae.encode(images).latent_dist
-        return dist.mean, dist.std
-
-    def _fingerprints(self, images: torch.Tensor) -> list[float]:
-        if self._fingerprint_weights is None or self._fingerprint_weights.shape != images.shape[1:]:
-            g = torch.Generator().manual_seed(0)
-            self._fingerprint_weights = torch.randn(images.shape[1:], generator=g)
-        w = self._fingerprint_weights.to(images.device, images.dtype)
-        return (images * w).flatten(1).sum(1).tolist()
+        # float32 even under bf16/16-mixed autocast: the noising arithmetic needs the precision
+        return dist.mean.float(), dist.std.float()
 
     def _cached_posterior(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images = batch["image"]
         if self.hparams.cache_latents == "none" or not self.training or "index" not in batch:
             return self._posterior(images)
         keys = [int(i) for i in batch["index"]]
-        prints = self._fingerprints(images)
-        entries = [self._cache.get(k) for k in keys]
-        if all(e is not None and abs(e[2] - p) <= 1e-3 * (1 + abs(p)) for e, p in zip(entries, prints)):
-            mean = torch.stack([e[0] for e in entries]).to(images.device)
-            std = torch.stack([e[1] for e in entries]).to(images.device)
-            return mean, std
-        mean, std = self._posterior(images)
-        for k, m, s, p in zip(keys, mean.cpu(), std.cpu(), prints):
-            self._cache[k] = (m, s, p)
-        self._cache_dirty = True
+        prints = self.latent_cache.fingerprints(images)
+        hit = self.latent_cache.lookup(keys, prints)
+        if hit is not None:
+            return hit[0].to(images.device), hit[1].to(images.device)
+        mean, std = self._posterior(images)  # new or changed (augmented) images
+        self.latent_cache.store(keys, mean, std, prints)
         return mean, std
 
     def encode_images(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -144,8 +136,8 @@ class LatentDiffusionModule(DiffusionModule):
         return scale
 
     def on_fit_start(self) -> None:
-        if self.hparams.cache_latents == "disk":
-            self._load_disk_cache()
+        if self.hparams.cache_latents == "disk" and self.latent_cache.load(self._cache_file()):
+            log.info("loaded %d cached latents from %s", len(self.latent_cache), self._cache_file())
         if self.latent_scale is not None:
             return
         datamodule = self.trainer.datamodule
@@ -160,27 +152,39 @@ class LatentDiffusionModule(DiffusionModule):
         if latents:
             self.latent_scale = self._measure_scale(latents)
 
+    def on_train_start(self) -> None:
+        if self.hparams.cache_latents != "none":
+            self._fill_latent_cache()
+
+    def _fill_latent_cache(self) -> None:
+        """Encode the training set once before the first step (each DDP rank its share; see `LatentCache`)."""
+        loader = self.trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if not isinstance(loader, DataLoader) or not hasattr(dataset, "__len__") or len(dataset) == 0 or \
+                "index" not in dataset[0]:
+            return  # e.g. several train loaders: the cache fills batch by batch instead
+        trainer = self.trainer
+        encoded = self.latent_cache.fill(dataset, self._posterior, self._latent_shape, loader.batch_size or 32,
+                                         self.device, trainer.global_rank, trainer.world_size, self.all_gather)
+        # what each rank did, summed over ranks: under DDP too this equals the images that were not cached
+        self.log("latent_cache/encoded", float(encoded), reduce_fx="sum", sync_dist=True)
+        self.log("latent_cache/size", float(len(self.latent_cache)), reduce_fx="min", sync_dist=True)
+        if self.hparams.cache_latents == "disk" and self.latent_cache.dirty:
+            self._save_disk_cache()
+
     def on_train_epoch_end(self) -> None:
-        if self.hparams.cache_latents == "disk" and self._cache_dirty:  # each rank its own file
+        if self.hparams.cache_latents == "disk" and self.latent_cache.dirty:  # augmented images were added
             self._save_disk_cache()
 
     def _cache_file(self) -> Path:
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        return Path(self.hparams.cache_dir) / f"latents-ae{self._ae_digest}-rank{rank}.pt"
-
-    def _load_disk_cache(self) -> None:
-        path = self._cache_file()
-        if path.is_file():
-            self._cache = torch.load(path, map_location="cpu", weights_only=False)
-            log.info("loaded %d cached latents from %s", len(self._cache), path)
+        return Path(self.hparams.cache_dir) / f"latents-ae{self._ae_digest}.pt"
 
     def _save_disk_cache(self) -> None:
-        path = self._cache_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(self._cache, tmp)
-        tmp.replace(path)
-        self._cache_dirty = False
+        # every rank holds the same entries after the exchange: rank zero writes the one file
+        # (an entry only one rank re-encoded later, e.g. an augmented image, is simply encoded again)
+        if self._trainer is None or self.trainer.is_global_zero:
+            self.latent_cache.save(self._cache_file())
+        self.latent_cache.dirty = False
 
     # --- checkpoint -------------------------------------------------------------------------
     def export_state(self) -> dict[str, Any]:

@@ -222,13 +222,18 @@ class DiffusionModule(LightningModule):
         warmup, kind = int(self.hparams.warmup_steps), self.hparams.lr_schedule
         if warmup <= 0 and kind == "constant":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if kind == "cosine" else 0
+        total: list[int] = []  # the run's length, read at the first decaying step (see below)
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
-            if kind == "cosine":
-                progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            if kind == "cosine" and step > warmup:  # at step == warmup the cosine factor is 1
+                if not total:
+                    # not read in configure_optimizers: estimated_stepping_batches would build the
+                    # train loader before Lightning restores a checkpoint, so a resumed fit would
+                    # lose the loader's mid-epoch position (Lightning issue #20550)
+                    total.append(max(1, int(self.trainer.estimated_stepping_batches)))
+                progress = min(1.0, (step - warmup) / max(1, total[0] - warmup))
                 return 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())
             return 1.0
 

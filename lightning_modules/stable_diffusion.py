@@ -111,7 +111,8 @@ class StableDiffusionFinetuneModule(DiffusionModule):
             images = images.repeat(1, 3, 1, 1)
         with torch.no_grad():
             latents = self.vae.encode(images).latent_dist.sample()
-        return latents * self.latent_scale
+        # float32 even under bf16/16-mixed autocast: the noising arithmetic needs the precision
+        return latents.float() * self.latent_scale
 
     def decode_samples(self, x: torch.Tensor) -> torch.Tensor:
         images = self.vae.decode(x / self.latent_scale).sample

@@ -5,15 +5,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
+from pathlib import Path
 from typing import Any
 
 from synthmed.offline import configure_offline
 
 configure_offline()
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
+from lightning_modules.callbacks.random_state import ResumeRandomState
 from synthmed.run_dir import RunRecorder
 
 # Data attributes that are passed to the model when its __init__ takes a parameter of that name,
@@ -35,6 +38,12 @@ class SynthmedCLI(LightningCLI):
 
     Extra top-level options: `experiment` (folder under logs/), `test_after_fit` (run `test` on
     the best checkpoint when the datamodule has a test split; default true).
+
+    Resuming: `fit --ckpt_path last` (or a checkpoint path inside a run directory of the same
+    experiment) continues in that run directory instead of opening a new version_N; the
+    resolved config of the resumed part goes to `config_resume_<k>.yaml` beside the original
+    `config.yaml`, which is kept. Every `fit` gets `ResumeRandomState`, so the resumed run
+    draws the same noise as an uninterrupted one.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -62,6 +71,8 @@ class SynthmedCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
+        if self.subcommand == "fit" and config.get("ckpt_path"):
+            self._continue_run_directory(config)
         if trainer.logger in (None, True):
             trainer.logger = {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -70,6 +81,27 @@ class SynthmedCLI(LightningCLI):
             }
         self._link_data_to_model(config)
         self._skip_initial_weights_when_resuming(config)
+
+    def _continue_run_directory(self, config) -> None:
+        """A resumed fit continues in the checkpoint's run directory and keeps its config.yaml."""
+        if config.run_version is None and config.trainer.logger in (None, True):
+            run_dir = resumed_run_directory(str(config.ckpt_path), Path(config.logs_root) / str(config.experiment))
+            if run_dir is not None:
+                config.run_version = run_dir.name
+        if config.run_version is not None:
+            run_dir = Path(config.logs_root) / str(config.experiment) / str(config.run_version)
+            if (run_dir / "config.yaml").exists():
+                k = 1
+                while (run_dir / f"config_resume_{k}.yaml").exists():
+                    k += 1
+                self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config_resume_{k}.yaml"}
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        present = config.get("callbacks") or []
+        present = [*(present if isinstance(present, list) else [present]), *callbacks]
+        if self.subcommand == "fit" and not any(isinstance(c, ResumeRandomState) for c in present):
+            callbacks = [*callbacks, ResumeRandomState()]
+        return super()._instantiate_trainer(config, callbacks)
 
     @staticmethod
     def _skip_initial_weights_when_resuming(config) -> None:
@@ -101,6 +133,8 @@ class SynthmedCLI(LightningCLI):
         rec = self._recorder()
         rec.collect(self.trainer.callback_metrics)
         config = self.config[self.subcommand]
+        if self.trainer.ckpt_path:
+            rec.extra["resumed_from"] = str(self.trainer.ckpt_path)
         has_test = getattr(self.datamodule, "has_split", lambda s: False)("test")
         if config.test_after_fit and has_test and not self.trainer.fast_dev_run:
             ckpt = self.trainer.checkpoint_callback
@@ -120,6 +154,23 @@ class SynthmedCLI(LightningCLI):
 
     def after_predict(self) -> None:
         self._recorder().finish()
+
+
+def resumed_run_directory(ckpt_path: str, experiment_dir: Path) -> Path | None:
+    """The run directory under `experiment_dir` that a `fit --ckpt_path` resumes, or None.
+
+    "last" is the run whose `checkpoints/last*.ckpt` was written most recently (the one Lightning
+    would pick); a path counts when it lies in `<experiment_dir>/<version>/checkpoints/`. None
+    (a fresh version_N) for other experiments' checkpoints and when nothing is there to resume.
+    """
+    if ckpt_path == "last":
+        found = [p for p in experiment_dir.glob("*/checkpoints/last*.ckpt") if p.is_file()]
+        return max(found, key=lambda p: p.stat().st_mtime).parent.parent if found else None
+    path = Path(ckpt_path)
+    if path.parent.name != "checkpoints" or not path.is_file():
+        return None
+    run_dir = path.resolve().parent.parent
+    return run_dir if run_dir.parent == experiment_dir.resolve() else None
 
 
 def run_trainer_verb(argv: list[str]) -> SynthmedCLI:

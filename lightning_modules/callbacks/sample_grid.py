@@ -63,15 +63,18 @@ class SampleGridCallback(Callback):
         epoch = trainer.current_epoch
         last = (trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch + 1 >= trainer.max_epochs) or (
             trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
-        if trainer.fast_dev_run or not trainer.is_global_zero or not ((epoch + 1) % self.every_n_epochs == 0 or last):
+        if trainer.fast_dev_run or not ((epoch + 1) % self.every_n_epochs == 0 or last):
+            return
+        log_dir = trainer.log_dir  # on every rank: under DDP this is a collective (broadcast)
+        if not trainer.is_global_zero:
             return
         with averaged_weights(trainer, pl_module):
             images = pl_module.sample(**self._requests(pl_module), sampler=self.sampler,
                                       num_inference_steps=self.num_inference_steps,
                                       guidance_scale=self.guidance_scale)
         log_image_grid(trainer, "samples/grid", images, nrow=self.num_per_class, step=epoch)
-        if trainer.log_dir:
-            path = Path(trainer.log_dir) / "sample_grids" / f"epoch_{epoch:04d}.png"
+        if log_dir:
+            path = Path(log_dir) / "sample_grids" / f"epoch_{epoch:04d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_image((images + 1) / 2, path, nrow=self.num_per_class, padding=2)
             self.saved.append(path)

@@ -8,8 +8,9 @@ Layout (read by `datasets.load_dataset("imagefolder", data_dir=...)` and `ImageF
 
 Each PNG is written under a temporary name and renamed, so a kill never leaves a partial file;
 `GenerationDataModule` skips finished indices on the rerun. Under DDP, Lightning's predict
-sampler gives every request to exactly one rank, and only rank zero writes metadata.csv
-(after a barrier).
+sampler gives every request to exactly one rank (each rank writes its own PNGs), and only rank
+zero writes metadata.csv, after the ranks have gathered how many images each wrote (logged as
+"per rank: [...]").
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class SyntheticSetWriter(BasePredictionWriter):
             self.written += 1
 
     def on_predict_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        trainer.strategy.barrier("synthetic_writer")
+        # a collective on every rank (it is also the barrier before rank zero reads the PNGs)
+        per_rank = pl_module.all_gather(torch.tensor(self.written)).reshape(-1).tolist()
         if trainer.is_global_zero:
             write_metadata(self._out, self._class_names)
-            rank_zero_info(f"synthetic set: {self._out} ({self.written} new images on rank 0)")
+            rank_zero_info(f"synthetic set: {self._out} ({sum(per_rank)} new images; per rank: {per_rank})")

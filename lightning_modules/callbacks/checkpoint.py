@@ -1,0 +1,46 @@
+"""StepCheckpoint: Lightning's ModelCheckpoint, plus a `last.ckpt` written at the run's final step.
+
+With `every_n_train_steps: N` Lightning's ModelCheckpoint refreshes `last.ckpt` only every N
+steps (and its end-of-training fallback only fires when nothing was saved at all), so a run
+whose length is not a multiple of N ends with a `last.ckpt` up to N - 1 steps old: what
+`predict --ckpt_path .../last.ckpt`, export and a later resume would read. StepCheckpoint also
+saves (top-k and) `last.ckpt` when the step that just ended is the run's last one (max_steps
+reached, or the last batch of the last epoch), so `best_model_path` without a monitor is the
+final step too. It saves from the same hook as the periodic saves, before the
+EMA callback copies its average into the model at train end, so the checkpoint holds the EMA
+weights (`state_dict`) and the live weights (`current_model_state`) exactly as a mid-run one
+does and a resumed or extended fit continues from the right place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+def is_final_training_step(trainer: "pl.Trainer") -> bool:
+    """True in `on_train_batch_end` of the step after which fit stops by itself (not early stopping)."""
+    if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return True
+    last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+    return last_epoch and bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` (same arguments) whose `last.ckpt` is also written at the final training step.
+
+    Use it with `every_n_train_steps` and `save_last: true`; otherwise it behaves exactly like
+    ModelCheckpoint (see the module docstring for why).
+    """
+
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if (self.save_last and self._every_n_train_steps > 0 and is_final_training_step(trainer)
+                and not self._should_skip_saving_checkpoint(trainer)):
+            candidates = self._monitor_candidates(trainer)
+            if self.monitor is None or self.monitor in candidates:  # as a periodic save does
+                self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
