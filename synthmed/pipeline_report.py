@@ -1,9 +1,15 @@
 """`report.md` of a finished `synthmed reproduce` run: our classifier rows beside the paper's,
-the evaluation metrics with their extractors, and the stages with their exact commands.
+our generative metrics beside the paper's, the evaluation records with their extractors, and the
+stages with their exact commands.
 
-Classifier rows come from stages with a `row:` mapping (cv: mean ± sd over folds from
+Classifier rows come from fit/test/cv stages with a `row:` mapping (cv: mean ± sd over folds from
 cv_summary.csv; fit/test: the single run's metrics.json). Paper rows come from the pipeline's
 `paper: rows:` and are matched on the row's keys (e.g. protocol + arch).
+
+Generative rows come from evaluate stages with a `row:` mapping: for each paper column in
+`report: metrics:` (e.g. `SSIM: [ssim]`) one line per metric of ours with that base name, so both
+SSIM definitions and the extractor of every FID are named; the paper's value comes from the
+`paper: metric_rows:` entry whose keys match the row. A stage skipped for missing data shows why.
 """
 
 from __future__ import annotations
@@ -28,8 +34,21 @@ COLUMNS = [
 ]
 
 
+CLASSIFIER_VERBS = ("fit", "test", "cv")  # stages whose `row:` is a classifier line; evaluate rows are metric lines
+
+
 def _fmt(value: float, percent: bool) -> str:
     return f"{value * 100:.2f}" if percent else f"{value:.4f}"
+
+
+def _skipped(state: dict | None, stage: Stage) -> str | None:
+    record = ((state or {}).get("stages") or {}).get(stage.name) or {}
+    return record.get("reason") if record.get("status") == "skipped" else None
+
+
+def _matching(rows: list[dict], ours: dict[str, Any], used: set[int]) -> list[tuple[int, dict]]:
+    return [(i, r) for i, r in enumerate(rows)
+            if i not in used and all(str(r.get(k)) == str(v) for k, v in ours.items())]
 
 
 def ours_row(out: Path, stage: Stage) -> tuple[dict[str, str], str, list[str]]:
@@ -71,34 +90,75 @@ def paper_cells(row: dict[str, Any]) -> dict[str, str]:
     return cells
 
 
-def classifier_table(pipeline: Pipeline, out: Path) -> tuple[str, list[str]]:
+def _row_keys(stages: list[Stage]) -> list[str]:
+    keys: list[str] = []
+    for stage in stages:
+        keys += [k for k in stage.row or {} if k not in keys]
+    return keys
+
+
+def classifier_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> tuple[str, list[str]]:
     """Markdown table: for each of our rows (in stage order) the row, then the paper's matching row(s)."""
-    row_keys: list[str] = []
-    for stage in pipeline.stages:
-        for key in stage.row or {}:
-            if key not in row_keys:
-                row_keys.append(key)
+    stages = [s for s in pipeline.stages if s.row and s.verb in CLASSIFIER_VERBS]
+    if not stages:
+        return "No stage of this pipeline produces a classifier row.", []
+    row_keys = _row_keys(stages)
     head = [*row_keys, "source", "runs", *[title for _, title, _ in COLUMNS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes: list[str] = []
     paper_rows = list((pipeline.paper or {}).get("rows") or [])
-    used = set()
-    for stage in pipeline.stages:
-        if not stage.row:
-            continue
-        cells, runs, stage_notes = ours_row(out, stage)
-        notes += stage_notes
+    used: set[int] = set()
+    for stage in stages:
         ident = [str(stage.row.get(k, "")) for k in row_keys]
-        lines.append("| " + " | ".join([*ident, f"ours ({stage.name})", runs, *cells.values()]) + " |")
-        for i, prow in enumerate(paper_rows):
-            if i not in used and all(str(prow.get(k)) == str(v) for k, v in stage.row.items()):
-                used.add(i)
-                ident = [str(prow.get(k, "")) for k in row_keys]
-                pcells = paper_cells(prow)
-                lines.append("| " + " | ".join([*ident, "paper", "1 (single value)", *pcells.values()]) + " |")
-    if not any(stage.row for stage in pipeline.stages):
-        return "No stage of this pipeline produces a classifier row.", notes
+        reason = _skipped(state, stage)
+        if reason:
+            cells = [f"skipped: {reason}", *["-"] * (len(COLUMNS) - 1)]
+            lines.append("| " + " | ".join([*ident, f"ours ({stage.name})", "0 runs", *cells]) + " |")
+        else:
+            cells, runs, stage_notes = ours_row(out, stage)
+            notes += stage_notes
+            lines.append("| " + " | ".join([*ident, f"ours ({stage.name})", runs, *cells.values()]) + " |")
+        for i, prow in _matching(paper_rows, stage.row, used):
+            used.add(i)
+            ident = [str(prow.get(k, "")) for k in row_keys]
+            lines.append("| " + " | ".join([*ident, "paper", "1 (single value)", *paper_cells(prow).values()]) + " |")
     return "\n".join(lines), notes
+
+
+def metric_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> str | None:
+    """Markdown table of evaluate rows: per paper column, each of our matching metrics beside the paper's value."""
+    from synthmed.evaluate.report import format_value
+    from synthmed.reproduce import run_dir
+
+    stages = [s for s in pipeline.stages if s.row and s.verb == "evaluate"]
+    if not stages:
+        return None
+    columns: dict[str, list[str]] = (pipeline.report or {}).get("metrics") or {}
+    row_keys = _row_keys(stages)
+    head = [*row_keys, "metric", "paper", "ours: metric [extractor or definition]", "ours", "images real / fake"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    paper_rows = list((pipeline.paper or {}).get("metric_rows") or [])
+    for stage in stages:  # a paper row may match several stages (e.g. the same images under two extractors)
+        ident = [str(stage.row.get(k, "")) for k in row_keys]
+        match = _matching(paper_rows, stage.row, set())
+        prow = match[0][1] if match else {}
+        reason = _skipped(state, stage)
+        if reason:
+            paper = " · ".join(f"{c} {prow[c]}" for c in columns if prow.get(c) is not None) or "-"
+            cells = [*ident, f"all ({stage.name})", paper, "-", f"skipped: {reason}", "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        record = json.loads((run_dir(out, stage) / "evaluation.json").read_text())
+        counts = " / ".join(str(record["inputs"].get(k, {}).get("n_images", "-")) for k in ("real", "fake"))
+        for column, bases in columns.items():
+            paper = prow.get(column)
+            paper = "not reported" if paper is None else str(paper)
+            found = [(f"`{key}`", format_value(value)) for key, value in record["metrics"].items()
+                     if key.partition("[")[0] in bases]
+            found = found or [(f"`{bases[0]}`", f"not in {run_dir(out, stage) / 'evaluation.json'}")]
+            for key, value in found:
+                lines.append("| " + " | ".join([*ident, column, paper, key, value, counts]) + " |")
+    return "\n".join(lines)
 
 
 def evaluation_sections(pipeline: Pipeline, out: Path, state: dict) -> list[str]:
@@ -108,6 +168,10 @@ def evaluation_sections(pipeline: Pipeline, out: Path, state: dict) -> list[str]
     parts = []
     for stage in pipeline.stages:
         if stage.verb != "evaluate":
+            continue
+        reason = _skipped(state, stage)
+        if reason:
+            parts += [f"### {stage.name}", "", f"Skipped: {reason}.", ""]
             continue
         record = json.loads((run_dir(out, stage) / "evaluation.json").read_text())
         command = state["stages"].get(stage.name, {}).get("command", "")
@@ -119,10 +183,9 @@ def evaluation_sections(pipeline: Pipeline, out: Path, state: dict) -> list[str]
 
 
 def write_report(pipeline: Pipeline, out: Path, state: dict, command: str) -> str:
-    """Write `<out>/report.md`; returns the classifier table (printed by the runner)."""
+    """Write `<out>/report.md`; returns the tables beside the paper (printed by the runner)."""
     import torch
 
-    table, notes = classifier_table(pipeline, out)
     paper = pipeline.paper or {}
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine = (f"{socket.gethostname()}, {platform.platform()}, Python {platform.python_version()}, "
@@ -130,30 +193,47 @@ def write_report(pipeline: Pipeline, out: Path, state: dict, command: str) -> st
                + (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"))
     lines = [f"# {pipeline.name} — scale {pipeline.scale}", "", pipeline.description, "",
              f"- command: `{command}`", f"- finished: {when}", f"- machine: {machine}",
-             f"- pipeline file: `{pipeline.path}`", f"- params: `{json.dumps(pipeline.params)}`", "",
-             "## Classifiers", "",
-             "Ours: mean ± sd (sample sd, ddof 1) over cross-validation folds, each fold tested on the same "
-             "real test set. Accuracies in %, precision / recall / F1 macro-averaged over classes.", ""]
-    if paper.get("source"):
-        lines += [f"Paper: {paper['source']}.", ""]
-    elif any(stage.row for stage in pipeline.stages):
-        lines += [f"Paper: none — {paper.get('none_reason', 'this pipeline has no paper numbers to compare with')}.", ""]
-    lines += [table, ""]
+             f"- pipeline file: `{pipeline.path}`", f"- params: `{json.dumps(pipeline.params)}`", ""]
+    has_rows = any(s.row for s in pipeline.stages)
+    source = (f"Paper: {paper['source']}." if paper.get("source") else
+              f"Paper: none — {paper.get('none_reason', 'this pipeline has no paper numbers to compare with')}.")
+    printed: list[str] = []
+    table, notes = classifier_table(pipeline, out, state)
+    metrics = metric_table(pipeline, out, state)
+    if metrics is None or any(s.row and s.verb in CLASSIFIER_VERBS for s in pipeline.stages):
+        lines += ["## Classifiers", "",
+                  "Ours: mean ± sd (sample sd, ddof 1) over cross-validation folds, each fold tested on the same "
+                  "real test set (a fit stage is one run: no spread). Accuracies in %, precision / recall / F1 "
+                  "macro-averaged over classes.", ""]
+        lines += [source, ""] if has_rows else []
+        lines += [table, ""]
+        printed.append(table)
+    if metrics is not None:
+        lines += ["## Generated images beside the paper", "",
+                  "One line per metric of ours under each paper column: feature-space metrics name their extractor "
+                  "in brackets, pixel metrics their pairing (`nearest_real`: each fake vs its nearest real image; "
+                  "`random_pairs`: each fake vs a random real image). The paper's value is repeated on each line.",
+                  ""]
+        lines += [] if printed else [source, ""]
+        lines += [metrics, ""]
+        printed.append(metrics)
     for note in [*(paper.get("notes") or []), *notes]:
         lines.append(f"- {note}")
     lines += ["", "## Generated images", ""]
     evaluation = evaluation_sections(pipeline, out, state)
     lines += evaluation or ["No evaluate stage in this pipeline: no generative metrics were computed.", ""]
-    lines += ["## Stages", "", "| stage | verb | seconds (last run) | directory |", "|---|---|---|---|"]
+    lines += ["## Stages", "", "| stage | verb | status | seconds (last run) | directory |", "|---|---|---|---|---|"]
     for stage in pipeline.stages:
         rec = state["stages"].get(stage.name, {})
         seconds = rec.get("seconds")
         seconds = f"{seconds:g}" if isinstance(seconds, (int, float)) and math.isfinite(seconds) else "not recorded"
-        lines.append(f"| {stage.name} | {stage.verb} | {seconds} | `{out / stage.name}` |")
+        status = f"skipped: {rec['reason']}" if rec.get("status") == "skipped" else rec.get("status", "not recorded")
+        lines.append(f"| {stage.name} | {stage.verb} | {status} | {seconds} | `{out / stage.name}` |")
     lines += ["", "Exact commands (each can be rerun alone):", "", "```"]
-    lines += [state["stages"].get(s.name, {}).get("command", f"(no command recorded for {s.name}: "
-                                                   "it was finished before this state file existed)")
-              for s in pipeline.stages]
+    for s in pipeline.stages:
+        rec = state["stages"].get(s.name, {})
+        lines.append(f"(skipped {s.name}: {rec['reason']})" if rec.get("status") == "skipped" else rec.get(
+            "command", f"(no command recorded for {s.name}: it was finished before this state file existed)"))
     lines += ["```", ""]
     (out / "report.md").write_text("\n".join(lines))
-    return table
+    return "\n\n".join(printed)

@@ -1,9 +1,15 @@
 """Pipeline files for `synthmed reproduce`: loading, parameters, `${...}` references, stage outputs.
 
 A pipeline YAML holds `name`, `params` (defaults), `scales` (per-scale parameter overrides),
-`paper` (the paper's rows for the report) and an ordered list of `stages`. Every string in a
-stage may use `${params.<name>}` and `${stages.<earlier stage>.<output>}`; `matrix` expands a
-stage once per value (`${matrix.<key>}`).
+`paper` (the paper's rows for the report), `report` (how evaluate rows are tabulated) and an
+ordered list of `stages`. Every string in a stage may use `${params.<name>}` and
+`${stages.<earlier stage>.<output>}`; `matrix` expands a stage once per value (`${matrix.<key>}`).
+References nest and resolve inside-out, so a matrix value can pick a param or a sibling stage:
+`${params.${matrix.modality}_root}`, `${stages.ddpm-${matrix.variant}.last_ckpt}`.
+
+`requires: [PATH | {path: PATH, supply: TEXT}]` makes a stage conditional on data being there: when
+a path is absent (or empty) the runner skips the stage, and every stage that references it, with
+the note "PATH absent — supply TEXT" in the state and the report, instead of failing.
 
 Why not omegaconf interpolation: stage outputs (a checkpoint file chosen after the stage ran)
 are only known one stage at a time, so references are resolved lazily by the runner, and every
@@ -33,9 +39,10 @@ OUTPUTS = {
     "evaluate": ("dir", "run_dir", "out"),
     "make-phantoms": ("dir", "run_dir", "out"),
 }
-STAGE_KEYS = {"name", "verb", "config", "args", "matrix", "row", "description"}
+STAGE_KEYS = {"name", "verb", "config", "args", "matrix", "row", "description", "requires"}
 TOP_KEYS = {"name", "description", "params", "scales", "stages", "paper", "report", "templates"}  # templates: YAML anchors only
-REFERENCE = re.compile(r"\$\{([^}]*)\}")
+REFERENCE = re.compile(r"\$\{([^${}]*)\}")  # innermost only: nested references resolve inside-out
+MAX_NESTING = 8
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]*$")
 
 
@@ -54,6 +61,7 @@ class Stage:
     row: dict[str, Any] | None = None
     description: str = ""
     references: list[tuple[str, str]] = field(default_factory=list)  # (stage, output)
+    requires: list[dict[str, str]] = field(default_factory=list)     # [{path, supply}]
 
 
 @dataclass
@@ -77,6 +85,8 @@ def _substitute(value: Any, lookup: Callable[[str], Any]) -> Any:
     """Replace every `${key}` in strings (recursively in lists/dicts) by `lookup(key)`.
 
     A string that is exactly one reference keeps the referenced value's type (a list stays a list).
+    Innermost references go first and the result is scanned again, so `${a.${b}}` works; `lookup`
+    returns `${key}` unchanged for references it leaves to a later pass.
     """
     if isinstance(value, list):
         return [_substitute(v, lookup) for v in value]
@@ -84,10 +94,15 @@ def _substitute(value: Any, lookup: Callable[[str], Any]) -> Any:
         return {k: _substitute(v, lookup) for k, v in value.items()}
     if not isinstance(value, str) or "${" not in value:
         return value
-    whole = REFERENCE.fullmatch(value)
-    if whole:
-        return lookup(whole.group(1).strip())
-    return REFERENCE.sub(lambda m: _as_text(lookup(m.group(1).strip())), value)
+    for _ in range(MAX_NESTING):
+        whole = REFERENCE.fullmatch(value)
+        if whole:
+            return lookup(whole.group(1).strip())
+        new = REFERENCE.sub(lambda m: _as_text(lookup(m.group(1).strip())), value)
+        if new == value:
+            break
+        value = new
+    return value
 
 
 def _as_text(value: Any) -> str:
@@ -156,6 +171,7 @@ def load_pipeline(path: str | Path, scale: str, overrides: dict[str, Any]) -> Pi
     _check_stages(stages, where)
     paper = _substitute(spec.get("paper") or {}, param_lookup("paper"))
     report = _substitute(spec.get("report") or {}, param_lookup("report"))
+    _check_report(stages, report, paper, where)
     return Pipeline(path=path, name=str(spec["name"]), scale=scale, params=params, stages=stages,
                     paper=paper, report=report, description=str(spec.get("description") or ""))
 
@@ -167,6 +183,8 @@ def _expand_stage(raw: dict, where: str, lookup: Callable[[str], Any]) -> list[S
         raise PipelineError(f"{where}: stage {name}: unknown keys {sorted(unknown)}; allowed: {sorted(STAGE_KEYS)}")
     if raw.get("verb") not in VERBS:
         raise PipelineError(f"{where}: stage {name}: verb {raw.get('verb')!r}; use one of {', '.join(VERBS)}")
+    if isinstance(raw.get("args"), list):  # a YAML alias to a shared list (`[*common_args, --k, 3]`) nests it;
+        raw = {**raw, "args": _flatten(raw["args"])}  # flattened before `${...}` can put a list value in an arg
     raw = _substitute(raw, lookup)
     matrix = raw.get("matrix") or {}
     if not isinstance(matrix, dict):
@@ -184,14 +202,52 @@ def _expand_stage(raw: dict, where: str, lookup: Callable[[str], Any]) -> list[S
                 return combo[key[7:]]
             return "${" + key + "}"
         body = _substitute({k: v for k, v in raw.items() if k != "matrix"}, matrix_lookup)
+        body = _substitute(body, lookup)  # params whose name came from the matrix: ${params.${matrix.k}_root}
         full_name = "-".join([name, *(str(v) for v in combo.values())])
         config = body.get("config") or []
         args = body.get("args") or []
         if not isinstance(config, list) or not isinstance(args, list):
             raise PipelineError(f"{where}: stage {name}: config and args must be lists")
         out.append(Stage(name=full_name, verb=body["verb"], config=config, args=[_as_text(a) for a in args],
-                         row=body.get("row"), description=str(body.get("description") or "")))
+                         row=body.get("row"), description=str(body.get("description") or ""),
+                         requires=_requirements(body.get("requires"), f"{where}: stage {full_name}")))
     return out
+
+
+def _flatten(items: list[Any]) -> list[Any]:
+    return [x for item in items for x in (_flatten(item) if isinstance(item, list) else [item])]
+
+
+def _requirements(raw: Any, where: str) -> list[dict[str, str]]:
+    """`requires:` entries as [{path, supply}]; paths may use params and matrix values, not stage outputs."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise PipelineError(f"{where}: requires must be a list of paths or {{path, supply}} mappings")
+    found = []
+    for item in raw:
+        if isinstance(item, dict) and "path" in item and set(item) <= {"path", "supply"}:
+            entry = {"path": "" if item["path"] is None else str(item["path"]), "supply": str(item.get("supply") or "")}
+        elif isinstance(item, str) or item is None:
+            entry = {"path": item or "", "supply": ""}
+        else:
+            raise PipelineError(f"{where}: requires entry {item!r}: give a path or {{path: PATH, supply: TEXT}}")
+        if "${" in entry["path"]:
+            raise PipelineError(f"{where}: requires path {entry['path']!r}: only ${{params.*}} and ${{matrix.*}} "
+                                "references can be checked before the stage runs")
+        found.append(entry)
+    return found
+
+
+def unmet_requirement(stage: Stage) -> str | None:
+    """Why the stage cannot run ("PATH absent — supply TEXT"), or None when every required path exists."""
+    for need in stage.requires:
+        path = need["path"].strip()
+        if path and Path(path).expanduser().exists():
+            continue
+        what = f"{path} absent" if path else "no path given"
+        return f"{what} — supply {need['supply'] or 'it'}"
+    return None
 
 
 def _check_stages(stages: list[Stage], where: str) -> None:
@@ -226,6 +282,22 @@ def _check_stages(stages: list[Stage], where: str) -> None:
                                         f"has outputs {', '.join(OUTPUTS[seen[ref].verb])}")
                 stage.references.append((ref, output))
         seen[stage.name] = stage
+
+
+def _check_report(stages: list[Stage], report: dict, paper: dict, where: str) -> None:
+    """A `row:` is a mapping (report.md tabulates those of fit/test/cv and evaluate stages); evaluate rows
+    need `report: metrics:`."""
+    for stage in stages:
+        if stage.row is not None and not isinstance(stage.row, dict):
+            raise PipelineError(f"{where}: stage {stage.name}: `row:` must be a mapping (it names the stage's line "
+                                "in report.md)")
+    metrics = report.get("metrics")
+    if any(s.verb == "evaluate" and s.row for s in stages):
+        if not isinstance(metrics, dict) or not all(isinstance(v, list) and v for v in metrics.values()):
+            raise PipelineError(f"{where}: evaluate stages with `row:` need `report: metrics:` mapping each paper "
+                                "column to our metric names, e.g. {FID: [fid], SSIM: [ssim]}")
+    if not isinstance(paper.get("metric_rows") or [], list):
+        raise PipelineError(f"{where}: paper.metric_rows must be a list of mappings")
 
 
 def _strings(value: Any) -> list[str]:

@@ -20,6 +20,10 @@ An incomplete fit/test/evaluate directory (a killed or failed run) is renamed to
 write their images to `<out>/<stage>/images` (the runner passes `--data.init_args.output_dir`).
 `--set name=value` overrides a pipeline param (YAML syntax); `--data.root X` is short for
 `--set data_root=X`. State: `<out>/pipeline_state.json`; at the end `<out>/report.md`.
+
+A stage with `requires:` whose data is absent is skipped, not failed ("skip <stage>: PATH absent
+— supply DATASET"), and so is every stage that references it; the report says so in their rows.
+A rerun checks again, so supplying the data and rerunning fills those rows in.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 import yaml
 
 from synthmed.pipeline_stages import (TRAINER_VERBS, Pipeline, PipelineError, Stage, load_pipeline, parse_value,
-                                      resolve_stage_refs)
+                                      resolve_stage_refs, unmet_requirement)
 
 PREDICT_SUBDIR = "images"  # a predict stage's synthetic ImageFolder tree: <out>/<stage>/images
 
@@ -130,6 +134,17 @@ def stage_output(pipeline: Pipeline, out: Path, name: str, output: str) -> str:
         return str(stage_dir(out, stage) / PREDICT_SUBDIR) if stage.verb == "predict" else str(rd)
     fit_run = best_cv_fold(rd) if stage.verb == "cv" else rd
     return str(best_checkpoint(fit_run, last=output == "last_ckpt"))
+
+
+def skip_reason(stage: Stage, skipped: dict[str, str]) -> str | None:
+    """Why a stage will not run: its own `requires:` is unmet, or a stage it references was skipped."""
+    own = unmet_requirement(stage)
+    if own:
+        return own
+    for ref, _ in stage.references:
+        if ref in skipped:
+            return f"needs stage {ref}, skipped: {skipped[ref]}"
+    return None
 
 
 # ---- commands -------------------------------------------------------------------------------------
@@ -248,8 +263,10 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
             record["status"] = "pending"
     state.save()
     total = len(pipeline.stages)
+    skipped: dict[str, str] = {}
     for number, stage in enumerate(pipeline.stages, 1):
         record = state.stage(stage.name)
+        record.pop("reason", None)
         if is_complete(out, stage):
             print(f"skip {stage.name}: complete", flush=True)
             argv = stage_argv(pipeline, out, stage, dry_run=True)
@@ -257,6 +274,14 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
                 print(f"  note: {stage.name}'s command changed since it ran; delete {stage_dir(out, stage)} "
                       "to rerun it with the new one", flush=True)
             record["status"] = "complete"
+            state.save()
+            continue
+        reason = skip_reason(stage, skipped)
+        if reason:
+            skipped[stage.name] = reason
+            print(f"skip {stage.name}: {reason}", flush=True)
+            record.update({"verb": stage.verb, "status": "skipped", "reason": reason,
+                           "dir": str(stage_dir(out, stage))})
             state.save()
             continue
         sd = stage_dir(out, stage)
@@ -302,8 +327,12 @@ def main(argv: list[str]) -> int:
         out = Path(args.out or Path("logs") / "reproduce" / f"{pipeline.name}-{args.scale}")
         command = "synthmed reproduce " + shlex.join(argv)
         if args.dry_run:
+            skipped: dict[str, str] = {}
             for stage in pipeline.stages:
-                mark = "complete" if is_complete(out, stage) else "to run"
+                reason = None if is_complete(out, stage) else skip_reason(stage, skipped)
+                if reason:
+                    skipped[stage.name] = reason
+                mark = "complete" if is_complete(out, stage) else (f"skip: {reason}" if reason else "to run")
                 print(f"[{mark}] {stage.name}: synthmed {shlex.join(stage_argv(pipeline, out, stage, True))}")
             print(f"run_dir: {out}")
             return 0

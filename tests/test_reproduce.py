@@ -22,7 +22,9 @@ def tiny_pipeline(tmp: Path) -> dict:
         "name": "tiny",
         "params": {"per_class": 12, "size": 24},
         "paper": {"source": "a made-up paper row for the test",
-                  "rows": [{"protocol": "TRTR", "arch": "resnet18", "test/acc": 50.0}]},
+                  "rows": [{"protocol": "TRTR", "arch": "resnet18", "test/acc": 50.0}],
+                  "metric_rows": [{"sets": "train-vs-test", "SSIM": "0.50"}]},
+        "report": {"metrics": {"SSIM": ["ssim"], "FID": ["fid"]}},
         "stages": [
             {"name": "real_train", "verb": "make-phantoms",
              "args": ["--per-class", "${params.per_class}", "--size", "${params.size}", "--seed", 0]},
@@ -36,7 +38,7 @@ def tiny_pipeline(tmp: Path) -> dict:
                                                 "image_size": "${params.size}", "channels": 1, "batch_size": 8,
                                                 "seed": 0}}}],
              "args": ["--folds", 2, *TINY_TRAINER]},
-            {"name": "evaluate", "verb": "evaluate",
+            {"name": "evaluate", "verb": "evaluate", "row": {"sets": "train-vs-test"},
              "args": ["--real", "${stages.real_test.out}", "--fake", "${stages.real_train.out}",
                       "--extractor", "classifier:${stages.trtr.best_ckpt}"]},
         ],
@@ -73,6 +75,13 @@ def test_tiny_pipeline_writes_report_with_our_and_paper_rows(tiny_run, capsys):
     paper = next(line for line in report.splitlines() if "| paper |" in line)
     assert "| 50 |" in paper and "not reported" in paper
     assert "fid[classifier:resnet18@" in report and "synthmed evaluate --real" in report
+    metrics = json.loads((out / "evaluate" / "evaluation.json").read_text())["metrics"]
+    ssim = [line for line in report.splitlines() if line.startswith("| train-vs-test | SSIM | 0.50 |")]
+    assert ssim == [f"| train-vs-test | SSIM | 0.50 | `ssim[{d}]` | {metrics[f'ssim[{d}]']:.4g} | 36 / 36 |"
+                    for d in ("nearest_real", "random_pairs")]
+    (fid,) = [line for line in report.splitlines() if line.startswith("| train-vs-test | FID | not reported |")]
+    fid_key = next(k for k in metrics if k.startswith("fid["))
+    assert f"| `{fid_key}` | {metrics[fid_key]:.4g} |" in fid
     state = json.loads((out / "pipeline_state.json").read_text())
     assert {s: r["status"] for s, r in state["stages"].items()} == dict.fromkeys(
         ["real_train", "real_test", "trtr", "evaluate"], "complete")
@@ -170,13 +179,25 @@ def test_data_root_option_is_the_data_root_param(tmp_path, capsys):
     assert "--real /my/data --fake /my/data" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("pipeline,scales", [("quickstart", ["mini", "smoke"]),
-                                             ("nafi2024_tstr", ["mini", "paper", "smoke"])])
-def test_shipped_pipelines_resolve(pipeline, scales, tmp_path, capsys):
+SHIPPED_ROWS = {  # pipeline -> (scales, the set of (row key, value) naming its report lines)
+    "quickstart": (["mini", "smoke"], {("protocol", p) for p in ("TSTR", "TRTR", "TR+S")}),
+    "nafi2024_tstr": (["mini", "paper", "smoke"], {("protocol", p) for p in ("TSTR", "TRTR", "TR+S")}),
+    "abd2024_ultrasound_ldm": (["mini", "paper", "smoke"], {("trained_on", "real"), ("method", "proposed")}),
+    "nguyen2023_unet_ablation": (["mini", "paper", "smoke"], {("variant", v) for v in (
+        "encoder_decoder", "unet_time_once", "unet_time_first_half", "unet_time_every_stage")}),
+    "team29_ddim": (["mini", "paper", "smoke"], {("modality", m) for m in ("xray", "mri", "ultrasound", "ct")}),
+}
+
+
+@pytest.mark.parametrize("pipeline", sorted(SHIPPED_ROWS))
+def test_shipped_pipelines_resolve(pipeline, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
     path = REPO / "experiments" / pipeline / "pipeline.yaml"
+    scales, rows = SHIPPED_ROWS[pipeline]
     for scale in scales:
         pipe = load_pipeline(path, scale, {})
-        assert {s.row["protocol"] for s in pipe.stages if s.row} == {"TSTR", "TRTR", "TR+S"}
+        found = {(k, v) for s in pipe.stages if s.row for k, v in s.row.items() if k in {k for k, _ in rows}}
+        assert found == rows
         assert main([str(path), "--scale", scale, "--out", str(tmp_path / scale), "--dry-run"]) == 0
         assert "${" not in capsys.readouterr().out
     if pipeline == "nafi2024_tstr":
@@ -184,28 +205,84 @@ def test_shipped_pipelines_resolve(pipeline, scales, tmp_path, capsys):
         assert len([s for s in paper.stages if s.row]) == 3 * 8 and len(paper.paper["rows"]) == 8
 
 
-@pytest.mark.slow
-def test_quickstart_smoke_end_to_end(tmp_path, capsys):
-    path = REPO / "experiments" / "quickstart" / "pipeline.yaml"
-    out = tmp_path / "qs"
-    assert main([str(path), "--scale", "smoke", "--out", str(out), "--in-process"]) == 0
+def test_shipped_paper_numbers_are_the_seed_tables():
+    """The paper rows as printed in the seeds (strings keep the printed digits, e.g. 2.870)."""
+    def load(name):
+        return load_pipeline(REPO / "experiments" / name / "pipeline.yaml", "paper", {}).paper
+
+    abd = load("abd2024_ultrasound_ldm")
+    assert abd["metric_rows"] == [{"method": "proposed", "FID": "2.870", "CLIP": "0.209",
+                                   "SSIM": "0.4728 (Table 1); 0.9923 (abstract)", "LPIPS": "0.92"}]
+    assert abd["rows"] == [{"trained_on": "real", "tested_on": "real", "train/loss": "0.0346", "test/loss": "0.0868",
+                            "train/acc": "97.47", "test/acc": "97.00"}]
+    assert {r["variant"]: r["FID"] for r in load("nguyen2023_unet_ablation")["metric_rows"]} == {
+        "encoder_decoder": "548.73", "unet_time_once": "73.234", "unet_time_first_half": "76.294",
+        "unet_time_every_stage": "45.627"}
+    assert {r["modality"]: r["SSIM"] for r in load("team29_ddim")["metric_rows"]} == {
+        "xray": "0.4600", "mri": "0.4172", "ultrasound": "0.7664", "ct": "0.4056"}
+
+
+def _requires_pipeline(tmp: Path) -> dict:
+    """make-phantoms per kind (matrix); kind b needs a folder that starts absent; `judge` needs make-b's output."""
+    return {"name": "req", "params": {"kinds": ["a", "b"], "a_root": str(tmp), "b_root": str(tmp / "b_data"),
+                                      "a_size": 16, "b_size": 20},
+            "stages": [
+                {"name": "make", "verb": "make-phantoms", "matrix": {"kind": "${params.kinds}"},
+                 "requires": [{"path": "${params.${matrix.kind}_root}", "supply": "the ${matrix.kind} dataset"}],
+                 "args": [["--per-class", 1], "--size", "${params.${matrix.kind}_size}"]},
+                {"name": "judge", "verb": "evaluate",
+                 "args": ["--real", "${stages.make-a.out}", "--fake", "${stages.make-b.out}",
+                          "--extractor", "inception"]},
+                {"name": "clf", "verb": "cv", "row": {"protocol": "TRTR"},
+                 "config": [str(REPO / "experiments/quickstart/classifier.yaml")],
+                 "args": ["--data.init_args.root", "${stages.make-b.out}"]}]}
+
+
+def test_requires_skips_stage_and_dependents(tmp_path, capsys):
+    path, out = write(tmp_path, _requires_pipeline(tmp_path)), tmp_path / "out"
+    pipe = load_pipeline(path, "mini", {})
+    assert [s.name for s in pipe.stages] == ["make-a", "make-b", "judge", "clf"]
+    assert pipe.stages[1].args == ["--per-class", "1", "--size", "20"]  # nested param ref + flattened alias list
+    assert pipe.stages[1].requires == [{"path": str(tmp_path / "b_data"), "supply": "the b dataset"}]
+    assert main([str(path), "--out", str(out), "--in-process"]) == 0
+    printed = capsys.readouterr().out
+    reason = f"{tmp_path / 'b_data'} absent — supply the b dataset"
+    assert f"skip make-b: {reason}" in printed and f"skip judge: needs stage make-b, skipped: {reason}" in printed
+    assert "=== stage 1/4 make-a" in printed and "=== stage" not in printed.split("make-a", 2)[-1]
+    state = json.loads((out / "pipeline_state.json").read_text())
+    assert {k: v["status"] for k, v in state["stages"].items()} == {"make-a": "complete", "make-b": "skipped",
+                                                                     "judge": "skipped", "clf": "skipped"}
     report = (out / "report.md").read_text()
-    for protocol in ("TSTR", "TRTR", "TR+S"):
-        assert f"| {protocol} | resnet18 | ours" in report
-    assert len(list((out / "synthetic" / "images").glob("*/*.png"))) == 3 * 4
+    assert f"| make-b | make-phantoms | skipped: {reason} |" in report
+    assert "### judge" in report and f"Skipped: needs stage make-b, skipped: {reason}." in report
+    assert f"| TRTR | ours (clf) | 0 runs | skipped: needs stage make-b, skipped: {reason} | - |" in report
+    assert (out / "make-a").is_dir() and not (out / "make-b").exists()
+
+
+def test_skipped_stage_runs_once_its_data_appears(tmp_path, capsys):
+    spec = _requires_pipeline(tmp_path)
+    spec["stages"] = spec["stages"][:1]
+    path, out = write(tmp_path, spec), tmp_path / "out"
+    assert main([str(path), "--out", str(out), "--in-process"]) == 0
     capsys.readouterr()
-    assert main([str(path), "--scale", "smoke", "--out", str(out), "--in-process"]) == 0
-    assert capsys.readouterr().out.count(": complete") == 9
+    assert main([str(path), "--out", str(out), "--in-process"]) == 0  # still absent: nothing runs
+    printed = capsys.readouterr().out
+    assert "=== stage" not in printed and "skip make-b: " in printed and "skip make-a: complete" in printed
+    (tmp_path / "b_data").mkdir()
+    assert main([str(path), "--out", str(out), "--in-process"]) == 0
+    printed = capsys.readouterr().out
+    assert "skip make-a: complete" in printed and "=== stage 2/2 make-b" in printed
+    assert len([p for p in (out / "make-b").glob("*/*.png") if "_mask" not in p.name]) == 3
+    assert "| make-b | make-phantoms | complete |" in (out / "report.md").read_text()
 
 
-@pytest.mark.slow
-def test_nafi_smoke_on_brain_tumor_mri(tmp_path, capsys):
-    data = REPO.parent / "shared" / "data" / "brain_tumor_mri"
-    if not data.is_dir():
-        pytest.skip(f"{data} is absent (the seed-004 Brain Tumor MRI copy)")
-    path, out = REPO / "experiments" / "nafi2024_tstr" / "pipeline.yaml", tmp_path / "nafi"
-    assert main([str(path), "--scale", "smoke", "--data.root", str(data), "--out", str(out), "--in-process"]) == 0
-    report = (out / "report.md").read_text()
-    for protocol in ("TSTR", "TRTR", "TR+S"):
-        assert f"| {protocol} | resnet18 | ours ({protocol.lower().replace('+', '')}-resnet18)" in report
-    assert "| TSTR | resnet18 | paper | 1 (single value) | 0.0179 |" in report
+def test_requires_path_may_not_use_stage_outputs(tmp_path, capsys):
+    spec = _requires_pipeline(tmp_path)
+    spec["stages"][1]["requires"] = ["${stages.make-a.out}"]
+    assert "only ${params.*} and ${matrix.*}" in _error(tmp_path, capsys, spec)
+
+
+def test_evaluate_rows_need_report_metrics(tmp_path, capsys):
+    spec = _two_stages("${stages.first.out}")
+    spec["stages"][1]["row"] = {"variant": "x"}
+    assert "need `report: metrics:`" in _error(tmp_path, capsys, spec)
