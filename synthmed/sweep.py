@@ -137,6 +137,7 @@ def run_local(runs: list[PlannedRun], max_parallel: int) -> list[tuple[str, str,
                 seconds = time.monotonic() - start
                 if proc.returncode != 0:
                     status[run.name] = f"FAILED (exit {proc.returncode}, log {run.run_dir / 'sweep.log'})"
+                    print(log_tail(run.run_dir / "sweep.log"), flush=True)
                 elif not run.finished:
                     status[run.name] = "FAILED (exit 0 but no metrics.json in run dir: does the config set trainer.logger?)"
                 else:
@@ -150,6 +151,12 @@ def run_local(runs: list[PlannedRun], max_parallel: int) -> list[tuple[str, str,
             status[run.name] = "interrupted"
         raise
     return [(run.name, status.get(run.name, "not run"), str(run.run_dir)) for run in runs]
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The last lines of a failed run's log, indented, so the cause shows without opening it."""
+    text = path.read_text(errors="replace").splitlines()[-lines:] if path.is_file() else []
+    return "\n".join("    | " + line for line in text)
 
 
 def status_table(rows: list[tuple[str, str, str]]) -> str:

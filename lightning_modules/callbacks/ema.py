@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import lightning.pytorch as pl
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.callbacks.weight_averaging import WeightAveraging
 
@@ -32,6 +33,10 @@ class EMA(EMAWeightAveraging):
             raise ValueError(f"EMA decay={decay} must be in (0, 1)")
         super().__init__(device=device, decay=decay, update_every_n_steps=update_every_n_steps,
                          update_starting_at_step=update_starting_at_step)
+        # Same average, but updated with batched foreach ops instead of one tensor at a time:
+        # measured 15.3 -> 5.4 ms per step on the quickstart LDM (benchmarks/ldm_overhead_parts.py).
+        self._kwargs = {**self._kwargs, "multi_avg_fn": get_ema_multi_avg_fn(decay)}
+        self._kwargs.pop("avg_fn", None)
 
 
 def find_weight_averaging(trainer: "pl.Trainer") -> WeightAveraging | None:
