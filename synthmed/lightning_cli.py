@@ -33,6 +33,18 @@ def _resolve_class(class_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def silence_checkpoints_in_fast_dev_run(trainer: Trainer) -> None:
+    """Make every ModelCheckpoint write nothing, as `fast_dev_run` promises.
+
+    Lightning 2.6.6 skips the periodic saves under fast_dev_run, but ModelCheckpoint.on_train_end
+    still writes `last.ckpt` when `save_last` is on, into `<default_root_dir>/checkpoints`
+    because fast_dev_run swaps the logger for a DummyLogger: a smoke run from the repo root
+    left a 1.8 GB checkpoint per run in ./checkpoints and filled CI's disk.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        callback.save_last = False
+
+
 class SynthmedCLI(LightningCLI):
     """LightningCLI with synthmed's defaults: omegaconf YAMLs, run directories, data->model links.
 
@@ -101,7 +113,10 @@ class SynthmedCLI(LightningCLI):
         present = [*(present if isinstance(present, list) else [present]), *callbacks]
         if self.subcommand == "fit" and not any(isinstance(c, ResumeRandomState) for c in present):
             callbacks = [*callbacks, ResumeRandomState()]
-        return super()._instantiate_trainer(config, callbacks)
+        trainer = super()._instantiate_trainer(config, callbacks)
+        if trainer.fast_dev_run:
+            silence_checkpoints_in_fast_dev_run(trainer)
+        return trainer
 
     @staticmethod
     def _skip_initial_weights_when_resuming(config) -> None:

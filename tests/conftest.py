@@ -54,3 +54,31 @@ def make_tree(tmp_path):
         return root
 
     return _make
+
+
+def _untracked_and_ignored(repo: Path) -> set[str] | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=repo, capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {line[3:] for line in out.splitlines() if line[:2] in ("??", "!!")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_is_left_clean():
+    """The suite writes only into tmp dirs: nothing new may appear in the repository tree.
+
+    Some tests run from the repository root (the YAMLs name paths relative to it); a smoke run
+    that wrote a 1.8 GB checkpoint into ./checkpoints went unnoticed until CI's disk filled.
+    """
+    repo = Path(__file__).resolve().parents[1]
+    harmless = ("__pycache__", ".pytest_cache", ".egg-info")
+    before = _untracked_and_ignored(repo)
+    yield
+    after = _untracked_and_ignored(repo)
+    if before is not None and after is not None:
+        new = sorted(p for p in after - before if not any(h in p for h in harmless))
+        assert not new, f"the test suite wrote into the repository: {new}"

@@ -68,6 +68,13 @@ def test_fit_writes_a_complete_run_directory(tiny_config, capsys):
     assert set(manifest.split) == {"train", "val", "test"} and len(manifest) == 48
 
 
+def test_fast_dev_run_writes_no_checkpoint(tiny_config, tmp_path):
+    """Lightning 2.6.6 writes last.ckpt to ./checkpoints at train end even under fast_dev_run
+    (a 1.8 GB file per smoke run of the seed-003 YAML filled CI's disk); the CLI stops it."""
+    assert main(["fit", "--config", str(tiny_config), "--trainer.fast_dev_run", "true"]) == 0
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.ckpt")) == []
+
+
 def test_stacked_configs_and_test_verb(tiny_config, tmp_path, capsys):
     extra = tmp_path / "more.yaml"
     extra.write_text("experiment: stacked\ntest_after_fit: false\n")
