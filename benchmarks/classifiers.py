@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (Report, add_common_args, apply_threads, check_positive, fmt, interleave, median,
-                               resolve_device, spread)
+from benchmarks.common import add_common_args, begin, check_positive, fmt, interleave, median, spread
 from benchmarks.timing import StepTimer
 
 MODULE = "benchmarks.classifiers"
@@ -118,11 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     check_positive(image_size=args.image_size, batch_size=args.batch_size, per_class=args.per_class,
                    warmup_steps=args.warmup_steps, steps=args.steps, loader_batches=args.loader_batches,
                    repeats=args.repeats)
-    device = resolve_device(args.device)
-    threads_before = torch.get_num_threads()
-    apply_threads(args.threads)
-    report = Report(f"Classifiers: train img/s per architecture at {args.image_size} px vs data-loader img/s",
-                    argv, device, args.precision)
+    device, report, threads_before = begin(
+        f"Classifiers: train img/s per architecture at {args.image_size} px vs data-loader img/s", argv, args)
     rows, worst = [], None
     try:
         with tempfile.TemporaryDirectory(prefix="synthmed_bench_") as tmp:

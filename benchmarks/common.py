@@ -67,6 +67,14 @@ def apply_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def begin(title: str, argv: list[str], args: argparse.Namespace) -> tuple[torch.device, "Report", int]:
+    """Resolve --device, apply --threads and open the report; returns the thread count to restore."""
+    device = resolve_device(args.device)
+    threads_before = torch.get_num_threads()
+    apply_threads(args.threads)
+    return device, Report(title, argv, device, args.precision), threads_before
+
+
 def check_positive(**values: int) -> None:
     for name, value in values.items():
         if value < 1:

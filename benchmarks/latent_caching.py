@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (Report, add_common_args, apply_threads, check_positive, fmt, interleave, median,
-                               resolve_device, spread)
+from benchmarks.common import add_common_args, begin, check_positive, fmt, interleave, median, spread
 from benchmarks.quickstart_fixtures import LDM_YAML, autoencoder_ckpt, init_args, trainer_flags
 from benchmarks.timing import StepLog, find_timer
 
@@ -70,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     check_positive(num_per_class=args.num_per_class, batch_size=args.batch_size, repeats=args.repeats)
     if args.epochs < 2:
         raise SystemExit(f"--epochs {args.epochs}: needs >= 2 (epoch 0 is reported apart; later epochs are compared)")
-    device = resolve_device(args.device)
-    threads_before = torch.get_num_threads()
-    apply_threads(args.threads)
-    report = Report("Latent caching: LDM epoch time without vs with cached latents", argv, device, args.precision)
+    device, report, threads_before = begin("Latent caching: LDM epoch time without vs with cached latents", argv, args)
     try:
         with tempfile.TemporaryDirectory(prefix="synthmed_bench_") as tmp:
             data = init_args(LDM_YAML, "data")

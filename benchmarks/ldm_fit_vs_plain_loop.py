@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (Report, add_common_args, apply_threads, check_positive, fmt, interleave, median,
-                               resolve_device, spread)
+from benchmarks.common import Report, add_common_args, begin, check_positive, fmt, interleave, median, spread
 from benchmarks.plain_ldm_loop import PlainLoopSettings, build_unet, encode_posteriors, run_plain_loop
 from benchmarks.quickstart_fixtures import (LDM_YAML, autoencoder_ckpt, callback_init_args, init_args,
                                             trainer_flags)
@@ -161,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     check_positive(num_per_class=args.num_per_class, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
                    steps=args.steps, repeats=args.repeats)
     variants = parse_variants(args.variant)
-    device = resolve_device(args.device)
-    threads_before = torch.get_num_threads()
-    apply_threads(args.threads)
-    report = Report("LDM training: synthmed fit vs plain PyTorch + diffusers loop", argv, device, args.precision)
+    device, report, threads_before = begin("LDM training: synthmed fit vs plain PyTorch + diffusers loop", argv, args)
     try:
         with tempfile.TemporaryDirectory(prefix="synthmed_bench_") as tmp:
             bench = Benchmark(args, device, Path(tmp))

@@ -26,8 +26,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks.common import Report, add_common_args, apply_threads, check_positive, fmt, interleave, median, \
-    resolve_device
+from benchmarks.common import add_common_args, begin, check_positive, fmt, interleave, median
 from benchmarks.quickstart_fixtures import LDM_YAML, autoencoder_ckpt, callback_init_args, init_args
 
 MODULE = "benchmarks.ldm_overhead_parts"
@@ -124,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     check_positive(iterations=args.iterations, num_per_class=args.num_per_class, repeats=args.repeats)
-    device = resolve_device(args.device)
-    threads_before = torch.get_num_threads()
-    apply_threads(args.threads)
-    report = Report("LDM overhead parts: per-step CPU cost, synthmed vs plain loop", argv, device, args.precision)
+    device, report, threads_before = begin("LDM overhead parts: per-step CPU cost, synthmed vs plain loop", argv, args)
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="synthmed_bench_") as tmp, torch.no_grad():

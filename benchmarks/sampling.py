@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (Report, add_common_args, apply_threads, autocast, check_positive, fmt, interleave,
-                               median, now, resolve_device, spread)
+from benchmarks.common import add_common_args, autocast, begin, check_positive, fmt, interleave, median, now, spread
 from benchmarks.quickstart_fixtures import LDM_YAML, autoencoder_ckpt, callback_init_args, init_args
 
 MODULE = "benchmarks.sampling"
@@ -78,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     check_positive(num_images=args.num_images, ddim_steps=args.ddim_steps, repeats=args.repeats)
     if args.train_timesteps is not None and args.train_timesteps < 2:
         raise SystemExit(f"--train-timesteps {args.train_timesteps}: must be >= 2")
-    device = resolve_device(args.device)
-    threads_before = torch.get_num_threads()
-    apply_threads(args.threads)
-    report = Report("Sampling: DDIM vs DDPM images/s", argv, device, args.precision)
+    device, report, threads_before = begin("Sampling: DDIM vs DDPM images/s", argv, args)
     try:
         with tempfile.TemporaryDirectory(prefix="synthmed_bench_") as tmp:
             module, weights = load_module(args, Path(tmp))
