@@ -269,8 +269,13 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
         record.pop("reason", None)
         if is_complete(out, stage):
             print(f"skip {stage.name}: complete", flush=True)
-            argv = stage_argv(pipeline, out, stage, dry_run=True)
-            if record.get("argv") and record["argv"] != argv:
+            try:
+                argv = stage_argv(pipeline, out, stage, dry_run=True)
+            except PipelineError as exc:  # e.g. an upstream checkpoint deleted to free disk space
+                print(f"  note: {stage.name}'s command cannot be rebuilt to compare with the one that ran ({exc}); "
+                      "its output is complete and kept", flush=True)
+                argv = None
+            if argv is not None and record.get("argv") and record["argv"] != argv:
                 print(f"  note: {stage.name}'s command changed since it ran; delete {stage_dir(out, stage)} "
                       "to rerun it with the new one", flush=True)
             record["status"] = "complete"

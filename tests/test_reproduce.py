@@ -101,6 +101,32 @@ def test_rerun_skips_every_stage(tiny_run, capsys):
     assert summary.stat().st_mtime_ns == before
 
 
+def test_rerun_survives_deleted_upstream_checkpoints(tiny_run, capsys):
+    """Checkpoints of a finished stage deleted to free disk: later finished stages are still
+    skipped (with a note), and a stage that needs them says which file is missing."""
+    _, path, out = tiny_run
+    moved = {ckpt: ckpt.with_suffix(".moved") for ckpt in (out / "trtr").rglob("*.ckpt")}
+    evaluate = out / "evaluate"
+    try:
+        for ckpt, aside in moved.items():
+            ckpt.rename(aside)
+        capsys.readouterr()
+        assert main([str(path), "--out", str(out), "--in-process"]) == 0
+        printed = capsys.readouterr().out
+        assert "skip evaluate: complete" in printed
+        assert "note: evaluate's command cannot be rebuilt" in printed and "holds no checkpoint" in printed
+        evaluate.rename(out / "evaluate.moved")
+        assert main([str(path), "--out", str(out), "--in-process"]) == 2
+        err = capsys.readouterr().err
+        assert "trtr/cv/fold_" in err and "holds no checkpoint" in err
+    finally:  # the module's other tests share this run
+        for ckpt, aside in moved.items():
+            aside.rename(ckpt)
+        if (out / "evaluate.moved").exists():
+            assert not evaluate.exists()  # the refused rerun created nothing
+            (out / "evaluate.moved").rename(evaluate)
+
+
 def test_failed_and_killed_stage_is_rerun(tiny_run, tmp_path, capsys):
     _, _, first = tiny_run
     ckpt = next((first / "trtr" / "cv").glob("fold_*/checkpoints/*.ckpt"))
