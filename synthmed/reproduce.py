@@ -94,7 +94,8 @@ def best_checkpoint(fit_run: Path, last: bool = False) -> Path:
     if last:
         if last_ckpt.is_file():
             return last_ckpt
-        raise PipelineError(f"{ckpts} has no last.ckpt (the stage's ModelCheckpoint needs save_last: true)")
+        raise PipelineError(f"{ckpts} has no last.ckpt (deleted since? then delete the stage's folder to rerun it; "
+                            "or the stage's ModelCheckpoint needs save_last: true)")
     metrics = fit_run / "metrics.json"
     if metrics.is_file():
         tested = json.loads(metrics.read_text()).get("_info", {}).get("tested_checkpoint", "")
@@ -105,7 +106,8 @@ def best_checkpoint(fit_run: Path, last: bool = False) -> Path:
         return others[-1]
     if last_ckpt.is_file():
         return last_ckpt
-    raise PipelineError(f"{ckpts} holds no checkpoint; give the stage a ModelCheckpoint callback")
+    raise PipelineError(f"{ckpts} holds no checkpoint (deleted since? then delete the stage's folder to rerun it; "
+                        "or give the stage a ModelCheckpoint callback)")
 
 
 def best_cv_fold(cv_dir: Path) -> Path:
