@@ -310,7 +310,9 @@ class BaseImageDataModule(LightningDataModule):
                 captions[j] = caption
         augment = None
         if self.train_transforms and (split == "train" or self.augment_eval):
-            augment = build_augmentation(self.train_transforms)
+            # albumentations keeps its own random state, untouched by seed_everything: seed it from
+            # torch's initial seed (which seed_everything sets) so a seeded run augments the same way
+            augment = build_augmentation(self.train_transforms, seed=torch.initial_seed() % 2**32)
         return CachedImageDataset(images, rows["label"].to_numpy(), rows.index.to_numpy(),
                                   masks, captions, augment)
 

@@ -19,7 +19,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # it phones home on impo
 import albumentations as A  # noqa: E402
 
 
-def build_augmentation(spec: list[dict[str, Any]]) -> A.Compose:
+def build_augmentation(spec: list[dict[str, Any]], seed: int | None = None) -> A.Compose:
+    """The albumentations pipeline of `spec`; `seed` fixes its own random sequence (None: OS entropy)."""
     transforms = []
     for i, entry in enumerate(spec):
         if not isinstance(entry, dict) or "name" not in entry:
@@ -32,4 +33,4 @@ def build_augmentation(spec: list[dict[str, Any]]) -> A.Compose:
             transforms.append(cls(**kwargs))
         except TypeError as exc:
             raise ValueError(f"data.train_transforms[{i}] ({entry['name']}): {exc}") from exc
-    return A.Compose(transforms)
+    return A.Compose(transforms, seed=seed)

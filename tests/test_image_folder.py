@@ -158,6 +158,23 @@ def test_augmentation_from_yaml_spec(make_tree):
         dm(root, train_transforms=[{"name": "NoSuchFlip"}]).setup("fit")
 
 
+def test_seeded_runs_augment_identically(make_tree):
+    """albumentations ignores global seeds; the DataModule seeds it from torch (seed_everything)."""
+    from lightning.pytorch import seed_everything
+
+    root = make_tree({"a": 4, "b": 4})
+    spec = [{"name": "Affine", "rotate": [-30, 30], "p": 1.0}]
+
+    def draws(seed: int) -> torch.Tensor:
+        seed_everything(seed, verbose=False)
+        module = dm(root, test_fraction=0.0, val_fraction=0.0, train_transforms=spec)
+        module.setup("fit")
+        return torch.stack([module.dataset("train")[i % 8]["image"] for i in range(16)])
+
+    assert torch.equal(draws(3), draws(3))
+    assert not torch.equal(draws(3), draws(4))
+
+
 # ---- the real datasets in ../shared/data ----------------------------------------------------------
 
 def test_brain_tumor_overlap_is_reported_with_pairs():
