@@ -32,7 +32,7 @@ pytestmark = [
                               "(/usr/bin/chromium, /usr/bin/chromedriver)"),
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -54,6 +54,21 @@ def driver(tmp_path):
     browser.set_page_load_timeout(20)
     yield browser
     browser.quit()
+
+
+def is_stale(element) -> bool:
+    """True once `element` left the document. Chromium reports that either as a stale element or,
+    when the node is looked up mid-navigation, as an "unknown error" saying the node "does not
+    belong to the document" (Selenium's staleness_of only knows the first: a flaky CI failure)."""
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
 
 
 class Reader:
@@ -91,7 +106,7 @@ class Reader:
         else:  # like a reader: click the image (leaves the note box), press the key
             image.click()
             ActionChains(self.browser).send_keys(vote[0]).perform()
-        WebDriverWait(self.browser, 10).until(EC.staleness_of(image))
+        WebDriverWait(self.browser, 10).until(lambda d: is_stale(image))
         WebDriverWait(self.browser, 10).until(
             lambda d: d.find_elements(By.ID, "study-image") or d.find_elements(By.ID, "done"))
         self.answers[(self.reader_id, public_id)] = vote

@@ -278,4 +278,4 @@ def test_trainer_preset_stacks_without_wiping_callbacks(preset, expected, capsys
     trainer = yaml.safe_load(capsys.readouterr().out)["trainer"]
     assert {k: trainer[k] for k in expected} == expected
     callbacks = [c["class_path"].rsplit(".", 1)[-1] for c in trainer["callbacks"]]
-    assert callbacks == ["ModelCheckpoint", "EarlyStopping"] and trainer["max_epochs"] == 15
+    assert callbacks == ["StepCheckpoint", "EarlyStopping"] and trainer["max_epochs"] == 15
