@@ -29,7 +29,7 @@ EXTRA_VERBS: dict[str, str] = {
     "evaluate": "synthmed.evaluate.cli:main",
     "sweep": "synthmed.sweep:main",
     "sweep-summary": "synthmed.sweep_summary:main",
-    "reproduce": "synthmed.reproduce:main",
+    "reproduce": "synthmed.pipeline.runner:main",
 }
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthmed.pipeline_stages import PipelineError, load_pipeline
-from synthmed.reproduce import main
+from synthmed.pipeline.spec import PipelineError, load_pipeline
+from synthmed.pipeline.runner import main
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_TRAINER = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from synthmed.reproduce import main
+from synthmed.pipeline.runner import main
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from synthmed.pipeline_stages import Pipeline, Stage
+from synthmed.pipeline.kinds import run_dir
+from synthmed.pipeline.spec import Pipeline, Stage
 
 # (metric key in cv_summary.csv / metrics.json, column title, shown as percent)
 COLUMNS = [
@@ -53,8 +54,6 @@ def _matching(rows: list[dict], ours: dict[str, Any], used: set[int]) -> list[tu
 
 def ours_row(out: Path, stage: Stage) -> tuple[dict[str, str], str, list[str]]:
     """(cells, runs, notes) of one stage: 'mean ± sd' per column, how many runs, why cells are empty."""
-    from synthmed.reproduce import run_dir
-
     rd = run_dir(out, stage)
     notes: list[str] = []
     if stage.verb == "cv":
@@ -128,7 +127,6 @@ def classifier_table(pipeline: Pipeline, out: Path, state: dict | None = None) -
 def metric_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> str | None:
     """Markdown table of evaluate rows: per paper column, each of our matching metrics beside the paper's value."""
     from synthmed.evaluate.report import format_value
-    from synthmed.reproduce import run_dir
 
     stages = [s for s in pipeline.stages if s.row and s.verb == "evaluate"]
     if not stages:
@@ -163,7 +161,6 @@ def metric_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> st
 
 def evaluation_sections(pipeline: Pipeline, out: Path, state: dict) -> list[str]:
     from synthmed.evaluate.report import metrics_table
-    from synthmed.reproduce import run_dir
 
     parts = []
     for stage in pipeline.stages:
