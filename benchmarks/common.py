@@ -146,7 +146,7 @@ def load_average() -> str:
 
 
 def code_state() -> str:
-    from synthmed.run_dir import git_state
+    from synthmed.runs import git_state
 
     state = git_state(REPO_ROOT)
     if not state.get("commit"):

@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from datamodules.hashing import file_sha256
+
 log = logging.getLogger(__name__)
 
 OnOverlap = Literal["error", "drop_test", "allow"]
@@ -79,8 +81,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
-    return sha256_bytes(Path(path).read_bytes())
+sha256_file = file_sha256  # the one file-hash helper (datamodules/hashing.py), streamed
 
 
 def groups_from_pattern(keys: pd.Series, pattern: str | None) -> pd.Series:

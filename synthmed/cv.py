@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-SUMMARY_METRICS = ["train/loss", "val/loss", "test/loss", "train/acc", "val/acc", "test/acc",
-                   "test/precision", "test/recall", "test/f1_macro"]
+from synthmed.runs import CLASSIFIER_METRIC_KEYS
 
 
-def summarise(rows: list[dict], metrics: list[str] = SUMMARY_METRICS) -> pd.DataFrame:
+
+def summarise(rows: list[dict], metrics: list[str] = CLASSIFIER_METRIC_KEYS) -> pd.DataFrame:
     """Per-fold rows plus `mean` and `sd` rows (sample standard deviation, ddof=1)."""
     table = pd.DataFrame(rows)
     cols = [m for m in metrics if m in table.columns]
@@ -33,7 +33,7 @@ def summarise(rows: list[dict], metrics: list[str] = SUMMARY_METRICS) -> pd.Data
 
 
 def format_table(summary: pd.DataFrame) -> str:
-    cols = [c for c in summary.columns if c in SUMMARY_METRICS]
+    cols = [c for c in summary.columns if c in CLASSIFIER_METRIC_KEYS]
     lines = ["| fold | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for _, row in summary[summary["fold"].astype(str) != "sd"].iterrows():
         if row["fold"] == "mean":

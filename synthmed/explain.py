@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from synthmed.offline import configure_offline
-from synthmed.run_dir import fresh_out_dir
+from synthmed.runs import fresh_out_dir
 
 configure_offline()
 
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.tensorboard import SummaryWriter
 
     from datamodules.image_folder import DataTreeError
-    from synthmed.run_dir import environment_record
+    from synthmed.runs import environment_record
 
     for name, value, low in (("--num-images", args.num_images, 1), ("--num-samples", args.num_samples, 10),
                              ("--top-k", args.top_k, 1), ("--batch-size", args.batch_size, 1)):

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_modules.callbacks.random_state import ResumeRandomState
-from synthmed.run_dir import RunRecorder
+from synthmed.runs import RunRecorder
 
 # Data attributes that are passed to the model when its __init__ takes a parameter of that name,
 # so a YAML never states them twice (the DESIGN.md "link" contract).

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synthmed.cv import SUMMARY_METRICS
+from synthmed.runs import CLASSIFIER_METRIC_KEYS
 from synthmed.sweep_grid import format_value, normalise_key
 
 
@@ -59,7 +59,7 @@ def choose_metrics(rows: list[dict], requested: list[str] | None) -> list[str]:
         if missing:
             raise SummaryError(f"--metrics {missing} not in any metrics.json (available: {', '.join(available)})")
         return requested
-    preferred = [m for m in SUMMARY_METRICS if m in available]
+    preferred = [m for m in CLASSIFIER_METRIC_KEYS if m in available]
     return preferred or available
 
 

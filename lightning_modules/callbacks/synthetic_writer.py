@@ -15,7 +15,6 @@ zero writes metadata.csv, after the ranks have gathered how many images each wro
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,16 +28,13 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from datamodules.generation import SEED_KEY, image_path, write_metadata
+from datamodules.hashing import file_sha256 as shared_file_sha256
 
 
 def file_sha256(path: str | os.PathLike | None) -> str:
     if not path or not Path(path).is_file():
         return "none"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return shared_file_sha256(path)
 
 
 def save_png_atomic(array: np.ndarray, path: Path, text: dict[str, str]) -> None:

@@ -25,7 +25,7 @@ configure_offline()
 
 from synthmed.evaluate.manifold import DEFAULT_K  # noqa: E402
 from synthmed.evaluate.memorisation import NEAR_COPY_PERCENTILE  # noqa: E402
-from synthmed.run_dir import fresh_out_dir
+from synthmed.runs import fresh_out_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
     from synthmed.evaluate.perceptual import PerceptualError
     from synthmed.evaluate.pipeline import EvaluateOptions, evaluate
     from synthmed.evaluate.report import metrics_table, write_reports
-    from synthmed.run_dir import environment_record
+    from synthmed.runs import environment_record
 
     opts = EvaluateOptions(**{k: v for k, v in vars(args).items() if k != "out"})
     staging = None

@@ -17,13 +17,14 @@ knowing which feature space produced it:
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from synthmed.runs import file_sha256
 
 MAX_AUTOENCODER_FEATURES = 2048
 INCEPTION_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
@@ -35,14 +36,6 @@ EXTRACTOR_HELP = ("--extractor classifier:<ckpt> (a synthmed classifier checkpoi
 
 class ExtractorError(ValueError):
     """A feature extractor cannot be built; the message names the option and what to pass."""
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class FeatureExtractor(nn.Module):

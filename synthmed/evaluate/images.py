@@ -9,7 +9,6 @@ hidden files (temporary files of an interrupted writer) are skipped.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from datamodules.image_io import IMAGE_EXTENSIONS, read_image, to_model_array
+from synthmed.runs import file_sha256
 
 MASK_PATTERN = "*_mask*"
 
@@ -141,14 +141,6 @@ def list_image_files(root: Path, option: str) -> tuple[list[tuple[Path, str]], i
     return [(p, p.relative_to(root).parts[0]) for p in nested], masks
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_image_set(root: str | Path, size: int, channels: int, option: str = "--real",
                    max_images: int | None = None, seed: int = 0, resize_mode: str = "pad") -> ImageSet:
     """Read the folder `root` into an ImageSet of uint8 `channels` x `size` x `size` images.
@@ -171,4 +163,4 @@ def load_image_set(root: str | Path, size: int, channels: int, option: str = "--
     images = torch.from_numpy(np.stack(arrays))
     return ImageSet(root=root, images=images, paths=[str(p) for p, _ in files],
                     labels=[index[cls] if cls else -1 for _, cls in files], class_names=class_names,
-                    sha256=[_sha256(p) for p, _ in files], skipped_masks=masks)
+                    sha256=[file_sha256(p) for p, _ in files], skipped_masks=masks)

@@ -26,13 +26,10 @@ import pandas as pd
 
 from synthmed.pipeline.kinds import run_dir
 from synthmed.pipeline.spec import Pipeline, Stage
+from synthmed.runs import CLASSIFIER_METRICS
 
 # (metric key in cv_summary.csv / metrics.json, column title, shown as percent)
-COLUMNS = [
-    ("train/loss", "train loss", False), ("val/loss", "val loss", False), ("test/loss", "test loss", False),
-    ("train/acc", "train acc %", True), ("val/acc", "val acc %", True), ("test/acc", "test acc %", True),
-    ("test/precision", "precision", False), ("test/recall", "recall", False), ("test/f1_macro", "F1", False),
-]
+COLUMNS = [(m.key, m.title, m.percent) for m in CLASSIFIER_METRICS]
 
 
 CLASSIFIER_VERBS = ("fit", "test", "cv")  # stages whose `row:` is a classifier line; evaluate rows are metric lines
