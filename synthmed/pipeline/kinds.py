@@ -1,88 +1,238 @@
-"""Stage kinds of a pipeline: where each stage's run directory is, when it is complete, its outputs."""
+"""Stage kinds: one class per `verb:` of a pipeline stage, found through `STAGE_KINDS`.
+
+A kind owns everything the runner and the report need to know about its stages: the run
+directory (`dir` is always `<out>/<stage>/`), the completion marker (`is_complete`), the outputs a
+later stage may reference as `${stages.<name>.<output>}` (`outputs`, `output`), the `synthmed ...`
+argument list (`argv`), and the resume rule (`resumes_in_place`: an incomplete directory is kept
+and the verb resumes in it, otherwise it is moved aside to `<stage>.incomplete-<time>`).
+
+Adding a stage kind = one subclass of `StageKind` and one line in `STAGE_KINDS` (the registry
+pattern of timm's `models/_registry.py` and MONAI's scheduler registry); the pipeline loader,
+runner and report need no edit.
+"""
 
 from __future__ import annotations
 
-import json
-import os
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
-from synthmed.pipeline.spec import TRAINER_VERBS, Pipeline, PipelineError, Stage
+from synthmed import runs
+from synthmed.pipeline.errors import PipelineError
 
-PREDICT_SUBDIR = "images"  # a predict stage's synthetic ImageFolder tree: <out>/<stage>/images
+if TYPE_CHECKING:  # only for annotations: spec imports this module for the registry
+    import pandas as pd
+
+    from synthmed.pipeline.spec import Stage
+
+CHECKPOINT_OUTPUTS = ("best_ckpt", "last_ckpt")
 
 
-# ---- stage locations and completion ---------------------------------------------------------------
-def stage_dir(out: Path, stage: Stage) -> Path:
-    return out / stage.name
+class StageKind:
+    """Base of the stage kinds, bound to one stage of one pipeline run (`out`: the pipeline's folder).
+
+    Subclasses set `verb` and `outputs` and override what differs; `dir` is `<out>/<stage>/`.
+    """
+
+    verb: ClassVar[str] = ""
+    outputs: ClassVar[tuple[str, ...]] = ("dir", "run_dir", "out")
+    takes_config: ClassVar[bool] = False  # `config:` entries (YAMLs / inline overlays) are passed as --config
+    resumes_in_place: ClassVar[bool] = False
+    classifier_row: ClassVar[bool] = False  # report.md: its `row:` is a line of the classifier table
+
+    def __init__(self, out: Path, stage: Stage):
+        self.out, self.stage = Path(out), stage
+
+    @property
+    def dir(self) -> Path:
+        return self.out / self.stage.name
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir
+
+    @property
+    def out_dir(self) -> Path:
+        """What `${stages.<name>.out}` names: the folder of the stage's product."""
+        return self.run_dir
+
+    def is_complete(self) -> bool:
+        raise NotImplementedError
+
+    def argv(self, configs: list[str], args: list[str]) -> list[str]:
+        """`synthmed <verb> ...` for this stage: its configs (as --config pairs) and args, plus fixed locations."""
+        raise NotImplementedError
+
+    def output(self, name: str) -> str:
+        """The path behind `${stages.<stage>.<name>}` (called once the stage is complete)."""
+        if name == "dir":
+            return str(self.dir)
+        if name == "run_dir":
+            return str(self.run_dir)
+        if name == "out":
+            return str(self.out_dir)
+        try:
+            return str(runs.find_checkpoint(self.checkpoint_run(), last=name == "last_ckpt"))
+        except runs.RunDirError as exc:
+            why = ("or the stage's ModelCheckpoint needs save_last: true" if name == "last_ckpt"
+                   else "or give the stage a ModelCheckpoint callback")
+            raise PipelineError(f"{exc} (deleted since? then delete the stage's folder to rerun it; {why})") from exc
+
+    def checkpoint_run(self) -> Path:
+        """The run directory whose checkpoints `best_ckpt` / `last_ckpt` name."""
+        return self.run_dir
+
+    def prepare_rerun(self) -> Path | None:
+        """Apply the resume rule before the stage (re)runs; returns where an incomplete directory went."""
+        if self.resumes_in_place or not self.dir.exists():
+            return None
+        return move_aside(self.dir)
+
+
+class TrainerStageKind(StageKind):
+    """fit / test / predict: a LightningCLI run in `<stage>/run/`, complete when it wrote metrics.json."""
+
+    takes_config = True
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir / "run"
+
+    def is_complete(self) -> bool:
+        return runs.is_finished(self.run_dir)
+
+    def argv(self, configs: list[str], args: list[str]) -> list[str]:
+        return [self.verb, *configs, *args, "--logs_root", str(self.out), "--experiment", self.stage.name,
+                "--run_version", "run"]
+
+    def results(self) -> tuple[pd.DataFrame, Path, str]:
+        """(one row of metrics per run, the file they come from, how many runs) for report.md."""
+        import pandas as pd
+
+        metrics = runs.read_metrics(self.run_dir)
+        table = pd.DataFrame([{k: v for k, v in metrics.items() if not k.startswith("_")}])
+        return table, self.run_dir / runs.METRICS_FILE, "1 run (no spread)"
+
+
+class FitKind(TrainerStageKind):
+    """`synthmed fit`: offers its run's best and last checkpoint."""
+
+    verb = "fit"
+    outputs = ("dir", "run_dir", *CHECKPOINT_OUTPUTS)
+    classifier_row = True
+
+
+class TestKind(TrainerStageKind):
+    """`synthmed test`: metrics of a checkpoint on the test split."""
+
+    verb = "test"
+    outputs = ("dir", "run_dir")
+    classifier_row = True
+
+
+class PredictKind(TrainerStageKind):
+    """`synthmed predict`: a synthetic ImageFolder tree in `<stage>/images` (resumed in place: the
+    writer skips images already written)."""
+
+    verb = "predict"
+    outputs = ("dir", "run_dir", "out")
+    resumes_in_place = True
+    images_subdir = "images"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.dir / self.images_subdir
+
+    def is_complete(self) -> bool:
+        return super().is_complete() and (self.out_dir / "metadata.csv").is_file()
+
+    def argv(self, configs: list[str], args: list[str]) -> list[str]:
+        return [*super().argv(configs, args), "--data.init_args.output_dir", str(self.out_dir)]
+
+
+class CvKind(StageKind):
+    """`synthmed cv`: folds in `<stage>/cv/fold_<k>/`, complete with cv_summary.csv; cv itself reuses
+    finished folds, so it resumes in place. Checkpoints are the best fold's (lowest val/loss)."""
+
+    verb = "cv"
+    outputs = ("dir", "run_dir", *CHECKPOINT_OUTPUTS)
+    takes_config = True
+    resumes_in_place = True
+    classifier_row = True
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir / "cv"
+
+    def is_complete(self) -> bool:
+        return (self.run_dir / "cv_summary.csv").is_file()
+
+    def argv(self, configs: list[str], args: list[str]) -> list[str]:
+        return ["cv", *configs, *args, "--logs_root", str(self.out), "--experiment", self.stage.name, "--name", "cv"]
+
+    def checkpoint_run(self) -> Path:
+        return runs.best_fold_run(self.run_dir)
+
+    def results(self) -> tuple[pd.DataFrame, Path, str]:
+        import pandas as pd
+
+        table = pd.read_csv(self.run_dir / "cv_summary.csv")
+        folds = table[~table["fold"].astype(str).isin(["mean", "sd"])]
+        return folds, self.run_dir / "cv_summary.csv", f"{len(folds)} folds"
+
+
+class EvaluateKind(StageKind):
+    """`synthmed evaluate`: evaluation.json in `<stage>/` (its `row:` is a line of the metric table)."""
+
+    verb = "evaluate"
+
+    def is_complete(self) -> bool:
+        return (self.run_dir / "evaluation.json").is_file()
+
+    def argv(self, configs: list[str], args: list[str]) -> list[str]:
+        return ["evaluate", *args, "--out", str(self.dir)]
+
+
+class MakePhantomsKind(StageKind):
+    """`synthmed make-phantoms`: a phantom tree in `<stage>/`, renamed into place when finished."""
+
+    verb = "make-phantoms"
+    resumes_in_place = True  # the tree appears atomically: an existing folder is a finished one
+
+    def is_complete(self) -> bool:
+        return self.dir.is_dir() and any(self.dir.iterdir())
+
+    def argv(self, configs: list[str], args: list[str]) -> list[str]:
+        return ["make-phantoms", str(self.dir), *args]
+
+
+# verb -> kind; a new stage kind is one class above and one line here.
+STAGE_KINDS: dict[str, type[StageKind]] = {
+    "fit": FitKind,
+    "test": TestKind,
+    "predict": PredictKind,
+    "cv": CvKind,
+    "evaluate": EvaluateKind,
+    "make-phantoms": MakePhantomsKind,
+}
+
+
+def kind_of(out: Path, stage: Stage) -> StageKind:
+    """The stage's kind, bound to the pipeline folder `out`."""
+    return STAGE_KINDS[stage.verb](out, stage)
 
 
 def run_dir(out: Path, stage: Stage) -> Path:
-    if stage.verb in TRAINER_VERBS:
-        return stage_dir(out, stage) / "run"
-    if stage.verb == "cv":
-        return stage_dir(out, stage) / "cv"
-    return stage_dir(out, stage)
+    return kind_of(out, stage).run_dir
 
 
-def is_complete(out: Path, stage: Stage) -> bool:
-    rd = run_dir(out, stage)
-    if stage.verb in ("fit", "test"):
-        return (rd / "metrics.json").is_file()
-    if stage.verb == "predict":
-        return (rd / "metrics.json").is_file() and (stage_dir(out, stage) / PREDICT_SUBDIR / "metadata.csv").is_file()
-    if stage.verb == "cv":
-        return (rd / "cv_summary.csv").is_file()
-    if stage.verb == "evaluate":
-        return (rd / "evaluation.json").is_file()
-    return rd.is_dir() and any(rd.iterdir())  # make-phantoms renames its finished tree into place
+def move_aside(path: Path) -> Path:
+    """Rename an incomplete stage directory so the rerun starts clean (nothing is deleted)."""
+    target = path.with_name(f"{path.name}.incomplete-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    n = 0
+    while target.exists():
+        n += 1
+        target = target.with_name(f"{target.name}-{n}")
+    path.rename(target)
+    return target
 
-
-def best_checkpoint(fit_run: Path, last: bool = False) -> Path:
-    """A finished fit run's checkpoint: the one it tested (best), else the only non-last one, else last."""
-    ckpts = fit_run / "checkpoints"
-    last_ckpt = ckpts / "last.ckpt"
-    if last:
-        if last_ckpt.is_file():
-            return last_ckpt
-        raise PipelineError(f"{ckpts} has no last.ckpt (deleted since? then delete the stage's folder to rerun it; "
-                            "or the stage's ModelCheckpoint needs save_last: true)")
-    metrics = fit_run / "metrics.json"
-    if metrics.is_file():
-        tested = json.loads(metrics.read_text()).get("_info", {}).get("tested_checkpoint", "")
-        if tested and Path(tested).is_file():
-            return Path(tested)
-    others = sorted((p for p in ckpts.glob("*.ckpt") if not p.name.startswith("last")), key=os.path.getmtime)
-    if others:
-        return others[-1]
-    if last_ckpt.is_file():
-        return last_ckpt
-    raise PipelineError(f"{ckpts} holds no checkpoint (deleted since? then delete the stage's folder to rerun it; "
-                        "or give the stage a ModelCheckpoint callback)")
-
-
-def best_cv_fold(cv_dir: Path) -> Path:
-    """Run directory of the fold with the lowest val/loss in cv_summary.csv (ties: the first)."""
-    import pandas as pd
-
-    table = pd.read_csv(cv_dir / "cv_summary.csv")
-    folds = table[~table["fold"].astype(str).isin(["mean", "sd"])]
-    if "val/loss" in folds.columns and folds["val/loss"].notna().any():
-        folds = folds.sort_values("val/loss", kind="stable")
-    return Path(str(folds.iloc[0]["run_dir"]))
-
-
-def stage_output(pipeline: Pipeline, out: Path, name: str, output: str) -> str:
-    """The path behind `${stages.<name>.<output>}` (the stage has finished when this is called)."""
-    stage = pipeline.stage(name)
-    if not is_complete(out, stage):
-        raise PipelineError(f"pipeline {pipeline.path}: stage {name} has not finished, so ${{stages.{name}.{output}}} "
-                            "has no value yet")
-    rd = run_dir(out, stage)
-    if output == "dir":
-        return str(stage_dir(out, stage))
-    if output == "run_dir":
-        return str(rd)
-    if output == "out":
-        return str(stage_dir(out, stage) / PREDICT_SUBDIR) if stage.verb == "predict" else str(rd)
-    fit_run = best_cv_fold(rd) if stage.verb == "cv" else rd
-    return str(best_checkpoint(fit_run, last=output == "last_ckpt"))

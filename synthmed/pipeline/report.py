@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from synthmed.pipeline.kinds import run_dir
+from synthmed.pipeline.kinds import STAGE_KINDS, kind_of, run_dir
 from synthmed.pipeline.spec import Pipeline, Stage
 from synthmed.runs import CLASSIFIER_METRICS
 
@@ -32,7 +32,9 @@ from synthmed.runs import CLASSIFIER_METRICS
 COLUMNS = [(m.key, m.title, m.percent) for m in CLASSIFIER_METRICS]
 
 
-CLASSIFIER_VERBS = ("fit", "test", "cv")  # stages whose `row:` is a classifier line; evaluate rows are metric lines
+def _classifier_row(stage: Stage) -> bool:
+    """Whether the stage's `row:` is a line of the classifier table (fit/test/cv; evaluate rows are metric lines)."""
+    return STAGE_KINDS[stage.verb].classifier_row
 
 
 def _fmt(value: float, percent: bool) -> str:
@@ -51,16 +53,8 @@ def _matching(rows: list[dict], ours: dict[str, Any], used: set[int]) -> list[tu
 
 def ours_row(out: Path, stage: Stage) -> tuple[dict[str, str], str, list[str]]:
     """(cells, runs, notes) of one stage: 'mean ± sd' per column, how many runs, why cells are empty."""
-    rd = run_dir(out, stage)
     notes: list[str] = []
-    if stage.verb == "cv":
-        table = pd.read_csv(rd / "cv_summary.csv")
-        folds = table[~table["fold"].astype(str).isin(["mean", "sd"])]
-        source, runs = rd / "cv_summary.csv", f"{len(folds)} folds"
-    else:
-        metrics = json.loads((rd / "metrics.json").read_text())
-        folds = pd.DataFrame([{k: v for k, v in metrics.items() if not k.startswith("_")}])
-        source, runs = rd / "metrics.json", "1 run (no spread)"
+    folds, source, runs = kind_of(out, stage).results()
     cells = {}
     for key, _, percent in COLUMNS:
         values = pd.to_numeric(folds[key], errors="coerce").dropna() if key in folds.columns else pd.Series([])
@@ -95,7 +89,7 @@ def _row_keys(stages: list[Stage]) -> list[str]:
 
 def classifier_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> tuple[str, list[str]]:
     """Markdown table: for each of our rows (in stage order) the row, then the paper's matching row(s)."""
-    stages = [s for s in pipeline.stages if s.row and s.verb in CLASSIFIER_VERBS]
+    stages = [s for s in pipeline.stages if s.row and _classifier_row(s)]
     if not stages:
         return "No stage of this pipeline produces a classifier row.", []
     row_keys = _row_keys(stages)
@@ -194,7 +188,7 @@ def write_report(pipeline: Pipeline, out: Path, state: dict, command: str) -> st
     printed: list[str] = []
     table, notes = classifier_table(pipeline, out, state)
     metrics = metric_table(pipeline, out, state)
-    if metrics is None or any(s.row and s.verb in CLASSIFIER_VERBS for s in pipeline.stages):
+    if metrics is None or any(s.row and _classifier_row(s) for s in pipeline.stages):
         lines += ["## Classifiers", "",
                   "Ours: mean ± sd (sample sd, ddof 1) over cross-validation folds, each fold tested on the same "
                   "real test set (a fit stage is one run: no spread). Accuracies in %, precision / recall / F1 "

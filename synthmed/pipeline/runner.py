@@ -7,7 +7,8 @@
 Each stage is one ordinary `synthmed fit|test|predict|cv|evaluate|make-phantoms` command (the
 runner prints it, so it can be rerun alone) whose run directory is fixed: `<out>/<stage>/`
 (`--logs_root <out> --experiment <stage> --run_version run`; cv `--name cv`). A stage whose
-completion marker exists is skipped ("skip <stage>: complete"):
+completion marker exists is skipped ("skip <stage>: complete"); each stage kind (one class per
+verb in synthmed/pipeline/kinds.py) owns its directory, marker, outputs, command and resume rule:
 
     fit / test   <out>/<stage>/run/metrics.json      (written only when the run finished)
     predict      <out>/<stage>/run/metrics.json and <out>/<stage>/images/metadata.csv
@@ -41,9 +42,9 @@ from typing import Any
 
 import yaml
 
-from synthmed.pipeline.kinds import PREDICT_SUBDIR, is_complete, stage_dir, stage_output
-from synthmed.pipeline.spec import (TRAINER_VERBS, Pipeline, PipelineError, Stage, load_pipeline, parse_value,
-                                   resolve_stage_refs, unmet_requirement)
+from synthmed.pipeline.kinds import kind_of
+from synthmed.pipeline.spec import (Pipeline, PipelineError, Stage, load_pipeline, parse_value, resolve_stage_refs,
+                                   unmet_requirement)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synthmed reproduce", description=__doc__.splitlines()[0])
@@ -57,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-process", action="store_true",
                    help="run stages inside this Python process (faster start; default: one subprocess each)")
     return p
+
+
+def is_complete(out: Path, stage: Stage) -> bool:
+    return kind_of(out, stage).is_complete()
+
+
+def stage_output(pipeline: Pipeline, out: Path, name: str, output: str) -> str:
+    """The path behind `${stages.<name>.<output>}` (the stage has finished when this is called)."""
+    kind = kind_of(out, pipeline.stage(name))
+    if not kind.is_complete():
+        raise PipelineError(f"pipeline {pipeline.path}: stage {name} has not finished, so ${{stages.{name}.{output}}} "
+                            "has no value yet")
+    return kind.output(output)
 
 
 def skip_reason(stage: Stage, skipped: dict[str, str]) -> str | None:
@@ -89,20 +103,11 @@ def stage_argv(pipeline: Pipeline, out: Path, stage: Stage, dry_run: bool = Fals
                 path.write_text(yaml.safe_dump(config, sort_keys=False))
             config = str(path)
         configs += ["--config", config]
-    sd = stage_dir(out, stage)
-    if stage.verb in TRAINER_VERBS:
-        fixed = ["--logs_root", str(out), "--experiment", stage.name, "--run_version", "run"]
-        if stage.verb == "predict":
-            fixed += ["--data.init_args.output_dir", str(sd / PREDICT_SUBDIR)]
-        return [stage.verb, *configs, *args, *fixed]
-    if stage.verb == "cv":
-        return ["cv", *configs, *args, "--logs_root", str(out), "--experiment", stage.name, "--name", "cv"]
-    if configs:
+    kind = kind_of(out, stage)
+    if configs and not kind.takes_config:
         raise PipelineError(f"pipeline {pipeline.path}: stage {stage.name}: a {stage.verb} stage takes args only, "
                             "not config")
-    if stage.verb == "evaluate":
-        return ["evaluate", *args, "--out", str(sd)]
-    return ["make-phantoms", str(sd), *args]
+    return kind.argv(configs, args)
 
 
 def run_command(argv: list[str], log_path: Path, in_process: bool) -> int:
@@ -125,17 +130,6 @@ def run_command(argv: list[str], log_path: Path, in_process: bool) -> int:
             sys.stdout.write(line)
             log.write(line)
         return proc.wait()
-
-
-def move_aside(path: Path) -> Path:
-    """Rename an incomplete stage directory so the rerun starts clean (nothing is deleted)."""
-    target = path.with_name(f"{path.name}.incomplete-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    n = 0
-    while target.exists():
-        n += 1
-        target = target.with_name(f"{target.name}-{n}")
-    path.rename(target)
-    return target
 
 
 # ---- state ----------------------------------------------------------------------------------------
@@ -199,7 +193,7 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
                       "its output is complete and kept", flush=True)
                 argv = None
             if argv is not None and record.get("argv") and record["argv"] != argv:
-                print(f"  note: {stage.name}'s command changed since it ran; delete {stage_dir(out, stage)} "
+                print(f"  note: {stage.name}'s command changed since it ran; delete {kind_of(out, stage).dir} "
                       "to rerun it with the new one", flush=True)
             record["status"] = "complete"
             state.save()
@@ -209,17 +203,18 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
             skipped[stage.name] = reason
             print(f"skip {stage.name}: {reason}", flush=True)
             record.update({"verb": stage.verb, "status": "skipped", "reason": reason,
-                           "dir": str(stage_dir(out, stage))})
+                           "dir": str(kind_of(out, stage).dir)})
             state.save()
             continue
-        sd = stage_dir(out, stage)
-        if stage.verb in ("fit", "test", "evaluate") and sd.exists():
-            print(f"stage {stage.name}: previous run did not finish; moved it to {move_aside(sd)}", flush=True)
+        kind = kind_of(out, stage)
+        moved = kind.prepare_rerun()
+        if moved is not None:
+            print(f"stage {stage.name}: previous run did not finish; moved it to {moved}", flush=True)
         argv = stage_argv(pipeline, out, stage)
         print(f"=== stage {number}/{total} {stage.name}: synthmed {shlex.join(argv)}", flush=True)
         record.pop("exit_code", None)
         record.update({"verb": stage.verb, "argv": argv, "command": "synthmed " + shlex.join(argv),
-                       "status": "running", "started": _now(), "dir": str(sd)})
+                       "status": "running", "started": _now(), "dir": str(kind.dir)})
         state.save()
         start = time.perf_counter()
         code = run_command(argv, out / "stage_logs" / f"{stage.name}.log", in_process)

@@ -28,26 +28,18 @@ from typing import Any, Callable
 
 import yaml
 
-VERBS = ("fit", "test", "predict", "cv", "evaluate", "make-phantoms")
-TRAINER_VERBS = ("fit", "test", "predict")
-# outputs a later stage may reference as ${stages.<name>.<output>}, per verb
-OUTPUTS = {
-    "fit": ("dir", "run_dir", "best_ckpt", "last_ckpt"),
-    "test": ("dir", "run_dir"),
-    "predict": ("dir", "run_dir", "out"),
-    "cv": ("dir", "run_dir", "best_ckpt", "last_ckpt"),
-    "evaluate": ("dir", "run_dir", "out"),
-    "make-phantoms": ("dir", "run_dir", "out"),
-}
+from synthmed.pipeline.errors import PipelineError
+from synthmed.pipeline.kinds import STAGE_KINDS
+
+__all__ = ["PipelineError", "Pipeline", "Stage", "load_pipeline", "parse_value", "resolve_stage_refs",
+           "unmet_requirement", "VERBS"]
+
+VERBS = tuple(STAGE_KINDS)  # a stage's `verb:` names its kind (synthmed/pipeline/kinds.py)
 STAGE_KEYS = {"name", "verb", "config", "args", "matrix", "row", "description", "requires"}
 TOP_KEYS = {"name", "description", "params", "scales", "stages", "paper", "report", "templates"}  # templates: YAML anchors only
 REFERENCE = re.compile(r"\$\{([^${}]*)\}")  # innermost only: nested references resolve inside-out
 MAX_NESTING = 8
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]*$")
-
-
-class PipelineError(ValueError):
-    """A pipeline file is unusable as written or as parameterised; the message names the file."""
 
 
 @dataclass
@@ -277,9 +269,10 @@ def _check_stages(stages: list[Stage], where: str) -> None:
                     raise PipelineError(f"{where}: stage {stage.name}: ${{{key}}}: "
                                         + (f"stage {ref!r} runs later; a stage can only use earlier ones"
                                            if later else f"no stage named {ref!r}; stages: {list(seen)}"))
-                if output not in OUTPUTS[seen[ref].verb]:
+                outputs = STAGE_KINDS[seen[ref].verb].outputs
+                if output not in outputs:
                     raise PipelineError(f"{where}: stage {stage.name}: ${{{key}}}: a {seen[ref].verb} stage "
-                                        f"has outputs {', '.join(OUTPUTS[seen[ref].verb])}")
+                                        f"has outputs {', '.join(outputs)}")
                 stage.references.append((ref, output))
         seen[stage.name] = stage
 
