@@ -43,7 +43,7 @@ def _study(tmp_path: Path) -> tuple[Path, dict[int, tuple[str, int]]]:
 def _cast(study: Path, answers: dict[str, dict[int, str]], notes=None) -> None:
     with db.connection(study) as conn:
         for reader in answers:
-            db.sign_in(conn, reader, "pass1234")
+            db.add_reader(conn, reader, "pass1234")
             for image_id, vote in answers[reader].items():
                 db.cast_vote(conn, reader, image_id, vote, (notes or {}).get((reader, image_id),
                                                                              ""))

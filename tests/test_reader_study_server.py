@@ -14,15 +14,13 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from synthmed.reader_study.app import make_app
 from synthmed.reader_study.blinding import png_chunk_types
 from synthmed.reader_study.create import create_study
 from synthmed.reader_study.demo import make_demo_trees
 from synthmed.reader_study.report import write_report
-from reader_study_helpers import free_port, start_server
+from reader_study_helpers import add_readers, client_for, free_port, start_server
 
 CLASSES = ("brainmriclass", "headctclass")
 # nothing of the source may appear in anything served
@@ -33,7 +31,9 @@ LEAKS = ["trees_src", "scan_", "sample_", ".jpg", ".png", "brainmriclass", "head
 @pytest.fixture()
 def study(tmp_path) -> Path:
     real, fake = make_demo_trees(tmp_path / "trees_src", per_class=3, classes=CLASSES)
-    return create_study(real, fake, tmp_path / "study.sqlite", size=64, seed=3)
+    study = create_study(real, fake, tmp_path / "study.sqlite", size=64, seed=3)
+    add_readers(study, "reader.A", "A", "B")
+    return study
 
 
 def _sign_in(client, reader: str, passcode: str = "pass1234"):
@@ -62,7 +62,7 @@ def _truth(study: Path) -> dict[str, int]:
 
 
 def test_vote_resume_and_revote_are_recorded(study):
-    client = TestClient(make_app(study))
+    client = client_for(study)
     assert client.get("/").status_code == 200
     assert client.get("/study", follow_redirects=False).headers["location"] == "/"
     answer = _sign_in(client, "reader.A")
@@ -79,7 +79,7 @@ def test_vote_resume_and_revote_are_recorded(study):
     assert client.get("/done").url.path == "/study/5"  # not done yet
     assert {p: v for (r, p), v in _db_votes(study).items() if r == "reader.A"} == votes
     # a new browser (new app = server restart) signs in again and lands on image 5
-    again = TestClient(make_app(study))
+    again = client_for(study)
     assert _sign_in(again, "reader.A", "wrong-pass").status_code == 403
     assert _sign_in(again, "reader.A").url.path == "/study/5"
     # changing an earlier answer replaces it and logs the old one
@@ -97,7 +97,7 @@ def test_vote_resume_and_revote_are_recorded(study):
 
 
 def test_served_html_headers_and_images_do_not_betray_the_source(study):
-    client = TestClient(make_app(study))
+    client = client_for(study)
     served = [client.get("/"), _sign_in(client, "A"), client.get("/static/style.css"),
               client.get("/static/study.js")]
     truth = _truth(study)
@@ -137,7 +137,7 @@ def test_served_html_headers_and_images_do_not_betray_the_source(study):
 
 
 def test_other_readers_ids_and_bad_input_are_refused(study):
-    a, b = TestClient(make_app(study)), TestClient(make_app(study))
+    a, b = client_for(study), client_for(study)
     html_a = _sign_in(a, "A").text
     html_b = _sign_in(b, "B").text
     public_id = _form(html_a)["image"]
@@ -151,7 +151,7 @@ def test_other_readers_ids_and_bad_input_are_refused(study):
     page = b.get(f"/study/{order_b.index(public_id) + 1}").text
     assert "A's private note" not in page and 'aria-pressed="true"' not in page
     # without a session nothing is served or accepted
-    anonymous = TestClient(make_app(study))
+    anonymous = client_for(study)
     assert anonymous.get(f"/img/{public_id}").status_code == 403
     assert _vote(anonymous, html_a, "fake").status_code == 403
     for bad, status in [({"vote": "maybe"}, 400), ({"note": "x" * 1001}, 400),
@@ -162,10 +162,19 @@ def test_other_readers_ids_and_bad_input_are_refused(study):
     assert _db_votes(study) == {("A", public_id): "real"}
     assert b.post("/login", data={"reader_id": "../etc", "passcode": "pass1234"}).status_code \
         == 400
-    assert b.post("/login", data={"reader_id": "C", "passcode": "abc"}).status_code == 400
+    # readers the owner did not create cannot sign in; with open registration they can, but
+    # only with a passcode of 8 or more characters
+    assert b.post("/login", data={"reader_id": "C", "passcode": "pass1234"}).status_code \
+        == 403
+    opened = client_for(study, open_registration=True)
+    assert opened.post("/login", data={"reader_id": "C", "passcode": "abcd123"}).status_code \
+        == 400
+    assert opened.post("/login", data={"reader_id": "C", "passcode": "abcd1234"}).url.path \
+        == "/study/1"
     cross = b.post("/vote", data={**_form(html_b), "vote": "fake"},
                    headers={"origin": "http://evil.example"})
     assert cross.status_code == 403
+    assert _db_votes(study) == {("A", public_id): "real"}
 
 
 TRAVERSALS = [
@@ -176,7 +185,7 @@ TRAVERSALS = [
 
 
 def test_path_traversal_and_unknown_paths_get_404(study):
-    client = TestClient(make_app(study))
+    client = client_for(study)
     _sign_in(client, "A")
     for path in TRAVERSALS:
         answer = client.get(path)
@@ -200,7 +209,8 @@ def test_sigkill_mid_study_loses_no_committed_vote(study):
             html = answer.text
         # a raw request with an unnormalised path never reaches the file system
         with socket.create_connection(("127.0.0.1", port)) as raw:
-            raw.sendall(b"GET /img/../../../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw.sendall(b"GET /img/../../../../etc/passwd HTTP/1.1\r\n"
+                        + f"Host: 127.0.0.1:{port}\r\n\r\n".encode())
             reply = raw.recv(4096)
         assert reply.split(b" ")[1] == b"404" and b"root:" not in reply
         os.kill(proc.pid, signal.SIGKILL)

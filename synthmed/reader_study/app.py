@@ -14,25 +14,39 @@ Routes (nothing else exists; no route maps a request path onto the file system):
 
 Identity: the session cookie holds a random token whose hash is stored with the reader id;
 every request acts for that reader only. A vote whose ``reader_id`` field names anyone else
-is refused with 403, so no reader can see or alter another reader's answers.
+is refused with 403, so no reader can see or alter another reader's answers. Readers are
+created by the study owner (``reader-study create --readers`` / ``add-readers``, each with a
+generated passcode); readers who pick their own id and passcode on the first visit exist
+only where the server runs with ``open_registration``.
+
+Guards, in the order a request meets them:
+
+* ``Host`` must be one of the names the server was bound to (``hosts.py``; Starlette's
+  ``TrustedHostMiddleware``), else 400: a DNS-rebinding page under its own name gets nothing.
+* a POST whose ``Origin`` is not ``http(s)://<allowed name>:<served port>`` gets 403.
+* sign-in: after 5 wrong passcodes for a reader (10 from one client address) every attempt
+  is answered 429 with ``Retry-After`` for a delay that doubles (``throttle.py``).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import db, pages
 from .assets import STUDY_JS, STYLE_CSS
+from .hosts import allowed_host_names, allowed_origins, origin_allowed
+from .throttle import LoginThrottle
 
 COOKIE = "rs_session"
-READER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+READER_ID_RE = re.compile(db.READER_ID_PATTERN)
 PUBLIC_ID_RE = re.compile(r"[A-Za-z0-9_-]{24}")
 POSITION_RE = re.compile(r"[0-9]{1,6}")
 
@@ -57,23 +71,39 @@ def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def make_app(study_path: str | Path) -> FastAPI:
-    """Build the app for one study file (checked now, so a bad path fails before serving)."""
+def make_app(study_path: str | Path, host: str = "127.0.0.1", port: int = 8765,
+             allowed_hosts: Sequence[str] = (), open_registration: bool = False,
+             throttle: LoginThrottle | None = None) -> FastAPI:
+    """Build the app for one study file (checked now, so a bad path fails before serving).
+
+    ``host`` / ``port``: where the server is bound; with ``allowed_hosts`` (extra names, see
+    ``hosts.py``) they decide which ``Host`` and ``Origin`` headers are answered.
+    ``open_registration``: unknown reader ids may sign up with a passcode of their own choice
+    (at least ``db.MIN_PASSCODE`` characters); off, only readers the owner created sign in.
+    ``throttle``: the failed-sign-in limiter (default ``LoginThrottle()``).
+    """
     study_path = Path(study_path)
     with db.connection(study_path) as conn:
         size = int(db.read_meta(conn)["size"])
         total = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    names = allowed_host_names(host, allowed_hosts)
+    origins = allowed_origins(host, port, allowed_hosts)
+    throttle = throttle or LoginThrottle()
 
     app = FastAPI(title="Reader study", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        # cross-site form posts are refused: the browser's Origin must be this very host
+        # cross-site form posts are refused: the Origin must be an allowed name and the served
+        # port, never just "whatever Host says" (a DNS-rebinding page chooses both)
         origin = request.headers.get("origin")
-        if request.method == "POST" and origin is not None:
-            if urlsplit(origin).netloc != request.headers.get("host", ""):
-                return _with_security(PlainTextResponse("cross-site request refused", 403))
+        if request.method == "POST" and origin is not None and not origin_allowed(origin,
+                                                                                   origins):
+            return _with_security(PlainTextResponse("cross-site request refused", 403))
         return _with_security(await call_next(request))
+
+    # added last = outermost: a foreign Host is answered 400 before anything else runs
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=names, www_redirect=False)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -99,27 +129,43 @@ def make_app(study_path: str | Path) -> FastAPI:
     def script() -> Response:
         return Response(STUDY_JS, media_type="text/javascript")
 
+    def login_page(error: str | None = None, reader_id: str = "", status: int = 200):
+        return _html(pages.login_page(total, error, reader_id, open_registration), status)
+
     @app.get("/")
     def index(request: Request):
         with db.connection(study_path) as conn:
             if reader_of(request, conn):
                 return _redirect("/study")
-        return _html(pages.login_page(total))
+        return login_page()
 
     @app.post("/login")
-    def login(reader_id: Annotated[str, Form()] = "", passcode: Annotated[str, Form()] = ""):
+    def login(request: Request, reader_id: Annotated[str, Form()] = "",
+              passcode: Annotated[str, Form()] = ""):
         reader_id = reader_id.strip()
+        client = request.client.host if request.client else "unknown"
         if not READER_ID_RE.fullmatch(reader_id):
-            return _html(pages.login_page(total, "The reader ID may use letters, digits, dot, "
-                                          "dash and underscore (at most 32).", ""), 400)
-        if not 4 <= len(passcode) <= 128:
-            return _html(pages.login_page(total, "The passcode needs 4 to 128 characters.",
-                                          reader_id), 400)
+            return login_page("The reader ID may use letters, digits, dot, dash and underscore "
+                              "(at most 32).", "", 400)
+        if not 1 <= len(passcode) <= db.MAX_PASSCODE:
+            return login_page(f"The passcode has at most {db.MAX_PASSCODE} characters.",
+                              reader_id, 400)
+        wait = throttle.retry_after(reader_id, client)
+        if wait:  # locked: refused without even checking the passcode
+            return _locked(login_page(_wait_message(wait), reader_id, 429), wait)
         with db.connection(study_path) as conn:
-            token = db.sign_in(conn, reader_id, passcode)
+            register = open_registration and not db.reader_exists(conn, reader_id)
+            if register and len(passcode) < db.MIN_PASSCODE:
+                return login_page(f"Choose a passcode of at least {db.MIN_PASSCODE} "
+                                  "characters.", reader_id, 400)
+            token = db.sign_in(conn, reader_id, passcode, register=register)
         if token is None:
-            return _html(pages.login_page(total, f"Wrong passcode for reader {reader_id}.",
-                                          reader_id), 403)
+            wait = throttle.failed(reader_id, client)
+            message = "Unknown reader ID or wrong passcode."
+            if wait:
+                message += " " + _wait_message(wait)
+            return login_page(message, reader_id, 403)
+        throttle.succeeded(reader_id)
         response = _redirect("/study")
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
                             max_age=60 * 60 * 24 * 60)
@@ -177,6 +223,9 @@ def make_app(study_path: str | Path) -> FastAPI:
                                               "characters; please shorten it."), 400)
             if not PUBLIC_ID_RE.fullmatch(image) or not POSITION_RE.fullmatch(position):
                 return _html(pages.error_page("Malformed request."), 400)
+            if not 1 <= int(position) <= total:  # checked before anything is stored
+                return _html(pages.error_page(f"Position {position} is not in 1..{total}; "
+                                              "the answer was not saved."), 400)
             image_id = db.image_id_for(conn, image)
             if image_id is None:
                 return _html(pages.error_page("Unknown image."), 404)
@@ -207,6 +256,16 @@ def make_app(study_path: str | Path) -> FastAPI:
     return app
 
 
+def _wait_message(seconds: int) -> str:
+    return (f"Too many failed sign-ins for this reader ID or from this address: try again in "
+            f"{seconds} seconds.")
+
+
+def _locked(response: Response, seconds: int) -> Response:
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
 def _with_security(response: Response) -> Response:
     for key, value in SECURITY_HEADERS.items():
         response.headers[key] = value
@@ -224,10 +283,12 @@ def _next_url(conn, reader: str, after: int) -> str:
     return "/done"
 
 
-def serve(study_path: str | Path, host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve(study_path: str | Path, host: str = "127.0.0.1", port: int = 8765,
+          allowed_hosts: Sequence[str] = (), open_registration: bool = False) -> None:
     """Run the app under uvicorn until interrupted."""
     import uvicorn
 
-    app = make_app(study_path)
+    app = make_app(study_path, host=host, port=port, allowed_hosts=allowed_hosts,
+                   open_registration=open_registration)
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False,
                 access_log=False)

@@ -4,9 +4,21 @@ Real and synthetic images usually differ in container (JPEG vs PNG), mode (L vs 
 16-bit), size, aspect ratio and metadata (EXIF, PNG text chunks written by generators, ICC
 profiles). Any of these would tell a reader the source, so every image goes through the same
 steps: EXIF orientation applied, converted to 8-bit ``mode``, centre-cropped to a square,
-resized to ``size`` x ``size`` and written as a PNG from a fresh pixel buffer (so no
-``info`` dictionary, ICC profile or text chunk can travel along). The PNG holds only the
-IHDR, IDAT and IEND chunks.
+resized to ``size`` x ``size``, contrast-stretched to exactly 0..255 and written as a PNG from
+a fresh pixel buffer (so no ``info`` dictionary, ICC profile or text chunk can travel along).
+The PNG holds only IHDR, IDAT and IEND chunks.
+
+Two steps exist only to hide the source from the served bytes themselves:
+
+* **the same intensity normalisation for every image**: a 16-bit scan has to be scaled to
+  8 bits by its own minimum and maximum, so it spans 0..255; were 8-bit images left alone,
+  "spans exactly 0..255" would mark the 16-bit source. Every image is therefore stretched by
+  its own minimum and maximum after resizing, whatever its bit depth.
+* **no compression** (zlib level 0, stored blocks): a compressed PNG's length follows the
+  image content (noise, JPEG artefacts, smoothness of upsampled images) and separated the
+  demo's real from synthetic images; stored, every image of a study has the same length
+  (``size * (size * channels + 1)`` bytes of pixels plus a fixed overhead), and so the same
+  IDAT chunk layout. The cost is size: 66 kB per 256 px greyscale image.
 """
 
 from __future__ import annotations
@@ -35,6 +47,16 @@ def _to_8bit(img: Image.Image, mode: str) -> Image.Image:
     return img.convert(mode)
 
 
+def stretch(arr: np.ndarray) -> np.ndarray:
+    """Scale uint8 pixels linearly so that their minimum is 0 and maximum 255 (all channels
+    together, so colours keep their hue); a flat image stays as it is."""
+    lo, hi = int(arr.min()), int(arr.max())
+    if hi == lo:
+        return arr
+    scaled = (arr.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    return scaled.round().astype(np.uint8)
+
+
 def blind_png(path: Path, size: int, mode: str = "L") -> bytes:
     """Read ``path`` and return its uniform, metadata-free PNG encoding.
 
@@ -53,9 +75,10 @@ def blind_png(path: Path, size: int, mode: str = "L") -> bytes:
     img = ImageOps.fit(img, (side, side), method=Image.Resampling.BICUBIC)  # centre crop
     img = img.resize((size, size), Image.Resampling.LANCZOS)
     # a fresh image from the raw pixels: carries no info dict, ICC profile, EXIF or text
-    clean = Image.fromarray(np.asarray(img).copy())  # uint8 HxW -> L, HxWx3 -> RGB
+    clean = Image.fromarray(stretch(np.asarray(img)))  # uint8 HxW -> L, HxWx3 -> RGB
     buf = io.BytesIO()
-    clean.save(buf, format="PNG", compress_level=6)
+    # level 0: stored, not deflated, so the byte length does not depend on the content
+    clean.save(buf, format="PNG", compress_level=0)
     return buf.getvalue()
 
 

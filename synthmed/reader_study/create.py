@@ -4,11 +4,15 @@ Input trees are ImageFolder style (one sub-folder per modality/class, images any
 it) or flat folders of images. The draw is balanced twice over: as many synthetic as real
 images, and within each class the same number from both sources, so that neither the
 source nor the class mix gives anything away. Which files are drawn and the order they are
-stored in depend only on the file lists and ``seed``.
+stored in depend only on the file lists and ``seed``. Segmentation masks (``*_mask*`` file
+names, the rule the DataModules use) are never study images.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import inspect
 import os
 import random
 import secrets
@@ -33,9 +37,24 @@ class SourceImage:
     rel_path: str   # relative to its tree's root, kept for the (unblinded) report
 
 
+@functools.cache
+def mask_pattern() -> str:
+    """The DataModules' rule for segmentation-mask files (``ImageFolderDataModule``'s default
+    ``mask_pattern``, a glob on the file name), read from its signature so the two never differ.
+    """
+    from datamodules.image_folder import ImageFolderDataModule  # heavy (torch): create only
+
+    return inspect.signature(ImageFolderDataModule).parameters["mask_pattern"].default
+
+
+def _is_study_image(path: Path) -> bool:
+    return (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            and not fnmatch.fnmatch(path.name, mask_pattern()))
+
+
 def _images_below(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  if _is_study_image(p)
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
@@ -44,8 +63,7 @@ def scan_tree(root: Path, is_synthetic: bool, option: str) -> dict[str, list[Sou
     if not root.is_dir():
         raise ValueError(f"{option} {root} is not a folder; give a folder of images or an "
                          "ImageFolder tree (one sub-folder per class)")
-    loose = sorted(p for p in root.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    loose = sorted(p for p in root.iterdir() if _is_study_image(p))
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     groups: dict[str, list[Path]] = {d.name: _images_below(d) for d in class_dirs}
     groups = {name: files for name, files in groups.items() if files}
@@ -57,7 +75,8 @@ def scan_tree(root: Path, is_synthetic: bool, option: str) -> dict[str, list[Sou
         groups = {"": loose}
     if not groups:
         raise ValueError(f"{option} {root} contains no images "
-                         f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                         f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))}; files named "
+                         f"{mask_pattern()} are masks, not study images)")
     return {name: [SourceImage(is_synthetic, name, p.resolve(), p.relative_to(root).as_posix())
                    for p in files] for name, files in groups.items()}
 

@@ -11,6 +11,10 @@ Files written into the report folder:
     notes.csv, votes.csv     the readers' notes; every answer with the true source
     answers_by_reader.png    stacked bar chart of answers.csv
     taken_for_real.png       contact sheet of taken_for_real.csv (when there are any)
+
+Readers type the notes, and folder names come from the user's disk: in the Markdown page
+every such text is escaped (``escaping.md_text``), and in every CSV a text cell that a
+spreadsheet would run as a formula is prefixed with ``'`` (``escaping.csv_safe``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import db, stats
+from .escaping import csv_safe, md_text
 
 REPORT_NAME = "reader_study_report.md"
 _COLOURS = {"real": "#4c956c", "fake": "#c44536", "unclear": "#b8bec6"}
@@ -30,14 +35,14 @@ _COLOURS = {"real": "#4c956c", "fake": "#c44536", "unclear": "#b8bec6"}
 def _fmt(value) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.3f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return md_text(value)
 
 
 def md_table(frame: pd.DataFrame) -> str:
     """A GitHub Markdown table (no tabulate dependency)."""
     if not len(frame):
         return "_none_\n"
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    head = "| " + " | ".join(map(md_text, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(False)]
     return "\n".join([head, rule, *body]) + "\n"
@@ -132,13 +137,11 @@ def write_report(study: str | Path, out: str | Path | None = None, top: int = 16
         agreed = stats.consensus(votes)
         fooled = stats.taken_for_real(votes, top)
         noted = stats.notes(votes)
-        counts.to_csv(out / "answers.csv", index=False)
-        detection.to_csv(out / "detection.csv", index=False)
-        agree_frame.to_csv(out / "agreement.csv", index=False)
-        agreed.to_csv(out / "consensus.csv", index=False)
-        fooled.to_csv(out / "taken_for_real.csv", index=False)
-        noted.to_csv(out / "notes.csv", index=False)
-        votes.drop(columns=["image_id"]).to_csv(out / "votes.csv", index=False)
+        for frame, name in [(counts, "answers"), (detection, "detection"),
+                            (agree_frame, "agreement"), (agreed, "consensus"),
+                            (fooled, "taken_for_real"), (noted, "notes"),
+                            (votes.drop(columns=["image_id"]), "votes")]:
+            csv_safe(frame).to_csv(out / f"{name}.csv", index=False)
         if len(counts):
             bar_chart(counts, out / "answers_by_reader.png")
         sheet = out / "taken_for_real.png"
@@ -154,15 +157,17 @@ def write_report(study: str | Path, out: str | Path | None = None, top: int = 16
 def _markdown(study, meta, images, votes, changed, counts, detection, agree, agree_frame,
               agreed, fooled, noted, has_sheet) -> str:
     per_group = images.groupby(["class_name", "source"]).size()
-    composition = ", ".join(f"{c or 'flat folder'} {s}: {n}" for (c, s), n in per_group.items())
-    readers = ", ".join(f"{r} ({n} answers)" for r, n in votes.groupby("reader").size().items())
+    composition = ", ".join(f"{md_text(c or 'flat folder')} {s}: {n}"
+                            for (c, s), n in per_group.items())
+    readers = ", ".join(f"{md_text(r)} ({n} answers)"
+                        for r, n in votes.groupby("reader").size().items())
     agree_line = ("Needs at least two readers who answered the same images."
                   if agree["method"] is None else
                   f"{agree['method']}'s kappa over the {agree['n_images']} images every reader "
                   f"answered (3 categories: real / fake / unclear): **{_fmt(agree['kappa'])}**.")
     parts = [
         "# Reader study report\n",
-        f"Study file `{study.name}`, created {meta.get('created_at', '?')}, seed "
+        f"Study file {md_text(study.name)}, created {meta.get('created_at', '?')}, seed "
         f"{meta.get('seed')}: {len(images)} images ({composition}), re-encoded to "
         f"{meta.get('size')} x {meta.get('size')} {meta.get('mode')} PNG.\n",
         f"Readers: {readers or 'none yet'}. Changed answers (kept in vote_history): {changed}.\n",
