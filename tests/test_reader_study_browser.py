@@ -1,6 +1,7 @@
 """Reader study end to end in headless Chromium: two readers vote on a 10-image study by
 clicks and keys, one resumes after the server is SIGKILLed and restarted, and the report's
-numbers equal what was clicked.
+numbers equal what was clicked. A second test reaches the server under a foreign host name
+(DNS rebinding, by Chromium's host resolver rules) and guesses passcodes until locked out.
 
 Needs the Debian packages ``chromium`` and ``chromium-driver``; skipped without them.
 Set READER_STUDY_SCREENSHOT=path.png to keep a copy of the page screenshot.
@@ -9,6 +10,7 @@ Set READER_STUDY_SCREENSHOT=path.png to keep a copy of the page screenshot.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 from pathlib import Path
@@ -38,20 +40,36 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from reader_study_helpers import free_port, start_server
+from reader_study_helpers import add_readers, free_port, start_server
+
+ATTACKER = "attacker.example"
 
 
-@pytest.fixture()
-def driver(tmp_path):
+def _chromium(profile: Path, *extra_flags: str):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--window-size=1000,1000",
-                 f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+                 f"--user-data-dir={profile}", *extra_flags):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     browser.set_page_load_timeout(20)
+    return browser
+
+
+@pytest.fixture()
+def driver(tmp_path):
+    browser = _chromium(tmp_path / "chrome-profile")
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture()
+def rebinding_driver(tmp_path):
+    """Chromium in which attacker.example resolves to 127.0.0.1, as after a DNS rebinding."""
+    browser = _chromium(tmp_path / "chrome-profile-rebind",
+                        f"--host-resolver-rules=MAP {ATTACKER} 127.0.0.1")
     yield browser
     browser.quit()
 
@@ -126,6 +144,8 @@ def _expected(answers: dict, truth: dict) -> dict:
 def test_two_readers_vote_resume_after_kill_and_report_matches(tmp_path, driver):
     real, fake = make_demo_trees(tmp_path / "trees_src", per_class=3)
     study = create_study(real, fake, tmp_path / "study.sqlite", per_source=5, seed=1)
+    add_readers(study, "dr.a")  # readers are made by the study owner
+    add_readers(study, "dr.b", passcode="other-pass")
     with sqlite3.connect(study) as conn:
         truth = {p: (c, s) for p, c, s in conn.execute(
             "SELECT public_id, class_name, is_synthetic FROM images")}
@@ -171,7 +191,7 @@ def test_two_readers_vote_resume_after_kill_and_report_matches(tmp_path, driver)
         page.sign_in("dr.a", "not-the-passcode")  # someone else cannot take dr.a's place
         # wait for the reloaded page's message (reading the old page's node mid-reload races)
         WebDriverWait(driver, 10, ignored_exceptions=(WebDriverException,)).until(
-            EC.text_to_be_present_in_element((By.CLASS_NAME, "error"), "Wrong passcode"))
+            EC.text_to_be_present_in_element((By.CLASS_NAME, "error"), "wrong passcode"))
         page.sign_in("dr.b", "other-pass")
         assert page.progress() == "0 / 10 rated"
         assert "sharp cortex" not in driver.page_source  # dr.a's notes stay private
@@ -211,3 +231,59 @@ def test_two_readers_vote_resume_after_kill_and_report_matches(tmp_path, driver)
     keep = os.environ.get("READER_STUDY_SCREENSHOT")
     if keep:  # a small palette PNG for the repository
         shot.convert("RGB").quantize(colors=96).save(keep, optimize=True)
+
+
+def _error_text(browser) -> str:
+    # wait for the reloaded page's message (reading the old page's node mid-reload races)
+    WebDriverWait(browser, 10, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.find_elements(By.CLASS_NAME, "error"))
+    return browser.find_element(By.CLASS_NAME, "error").text
+
+
+def test_foreign_host_and_guessed_passcodes_are_refused_in_chromium(tmp_path, rebinding_driver,
+                                                                    capsys):
+    browser = rebinding_driver
+    real, fake = make_demo_trees(tmp_path / "trees_src", per_class=2)
+    study = tmp_path / "study.sqlite"
+    assert main(["create", "--real", str(real), "--fake", str(fake), "--size", "64",
+                 "--readers", "dr.c", "--out", str(study)]) == 0
+    passcode = re.search(r"reader dr\.c\s+passcode (\S+)", capsys.readouterr().out).group(1)
+    with sqlite3.connect(study) as conn:
+        public_id = conn.execute("SELECT public_id FROM images").fetchone()[0]
+    port = free_port()
+    proc = start_server(study, port)
+    try:
+        # 1: the page of a rebound name reaches the server but gets nothing from it
+        for path in ("/", f"/img/{public_id}", "/static/study.js"):
+            browser.get(f"http://{ATTACKER}:{port}{path}")
+            assert "Invalid host header" in browser.find_element(By.TAG_NAME, "body").text
+            assert not browser.find_elements(By.ID, "reader_id")
+        assert browser.get_cookies() == []
+        # and a form it posts from its own origin does not sign in (the page cannot read the
+        # answer anyway; the server refuses it before any passcode check)
+        browser.execute_script(
+            "const f = document.createElement('form'); f.method = 'post';"
+            f"f.action = 'http://{ATTACKER}:{port}/login';"
+            "for (const [k, v] of [['reader_id', 'dr.c'], ['passcode', arguments[0]]]) {"
+            "  const i = document.createElement('input'); i.name = k; i.value = v;"
+            "  f.appendChild(i); }"
+            "document.body.appendChild(f); f.submit();", passcode)
+        WebDriverWait(browser, 10).until(
+            lambda d: "Invalid host header" in d.find_element(By.TAG_NAME, "body").text)
+        assert browser.get_cookies() == []
+
+        # 3: five wrong passcodes, then even the right one is refused for a while
+        base = f"http://127.0.0.1:{port}"
+        page = Reader(browser, base, {}, [])
+        for i in range(5):
+            page.sign_in("dr.c", f"guess-{i:04d}")
+            assert "Unknown reader ID or wrong passcode" in _error_text(browser)
+        page.sign_in("dr.c", passcode)
+        assert "Too many failed sign-ins" in _error_text(browser)
+        assert not browser.find_elements(By.ID, "study-image")
+        assert browser.get_cookies() == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    with sqlite3.connect(study) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
