@@ -135,6 +135,10 @@ def test_real_server_refuses_the_rebinding_curl(study, tmp_path):
 def test_owner_creates_readers_with_generated_passcodes(tmp_path, capsys):
     real, fake = make_demo_trees(tmp_path / "trees", per_class=2)
     out = tmp_path / "s.sqlite"
+    for bad in ("dr.a,dr.a", "dr.a,../x"):  # refused before the study file is built
+        assert main(["create", "--real", str(real), "--fake", str(fake), "--size", "32",
+                     "--readers", bad, "--out", str(out)]) == 2
+        assert not out.exists()
     assert main(["create", "--real", str(real), "--fake", str(fake), "--size", "32",
                  "--readers", "dr.a,dr.b", "--out", str(out)]) == 0
     printed = dict(re.findall(r"reader (\S+)\s+passcode (\S+)", capsys.readouterr().out))

@@ -98,10 +98,9 @@ def main(argv: list[str]) -> int:
         if args.command == "create":
             from .create import create_study
 
-            from .db import check_reader_id
+            from .db import check_new_reader_ids
 
-            for reader_id in args.readers:  # before the (slow) build, not after it
-                check_reader_id(reader_id)
+            check_new_reader_ids(args.readers)  # before the (slow) build, not after it
             out = create_study(args.real, args.fake, args.out, per_source=args.per_source,
                                seed=args.seed, size=args.size, mode=args.mode)
             _print_passcodes(_add_readers(out, args.readers))

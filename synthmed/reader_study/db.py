@@ -167,6 +167,14 @@ def check_reader_id(reader_id: str) -> None:
                          "underscore, starting with a letter or digit")
 
 
+def check_new_reader_ids(reader_ids: list[str]) -> None:
+    """Raise ValueError on a malformed or repeated id in a ``--readers`` list."""
+    if len(set(reader_ids)) != len(reader_ids):
+        raise ValueError(f"--readers names a reader twice: {', '.join(reader_ids)}")
+    for reader_id in reader_ids:
+        check_reader_id(reader_id)
+
+
 def generate_passcode() -> str:
     """A random passcode that is easy to type: ``xxxx-xxxx-xxxx`` (about 59 bits)."""
     chars = "".join(secrets.choice(_PASSCODE_ALPHABET) for _ in range(12))
@@ -194,10 +202,8 @@ def add_readers_with_passcodes(conn: sqlite3.Connection, reader_ids: list[str]) 
 
     All or nothing: every id is checked (format, duplicates, taken) before any is stored.
     """
-    if len(set(reader_ids)) != len(reader_ids):
-        raise ValueError(f"--readers names a reader twice: {', '.join(reader_ids)}")
+    check_new_reader_ids(reader_ids)
     for reader_id in reader_ids:
-        check_reader_id(reader_id)
         if reader_exists(conn, reader_id):
             raise ValueError(f"reader {reader_id!r} exists already in this study")
     passcodes = {reader_id: generate_passcode() for reader_id in reader_ids}
