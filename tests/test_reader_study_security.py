@@ -296,3 +296,11 @@ def test_vote_past_the_last_position_is_refused_and_not_stored(study):
     last = client.post("/vote", data={"reader_id": "x1", "image": image,
                                       "position": str(total), "vote": "fake", "note": ""})
     assert last.status_code == 200 and _rows(study, "votes") == 1
+
+
+def test_public_ids_never_look_like_formulas(monkeypatch):
+    from synthmed.reader_study import create
+
+    drawn = iter(["-" + "a" * 23, "_" + "b" * 23, "C" * 24])
+    monkeypatch.setattr(create.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert create.new_public_id() == "C" * 24

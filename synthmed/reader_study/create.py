@@ -156,6 +156,15 @@ def warn_on_unequal_resampling(chosen: list[SourceImage], size: int) -> str | No
     return None
 
 
+def new_public_id() -> str:
+    """24 random URL-safe characters, starting with a letter or digit: an id starting with
+    ``-`` would be taken for a formula by spreadsheets (and get a ``'`` in the report CSVs)."""
+    while True:
+        public_id = secrets.token_urlsafe(18)
+        if public_id[0].isalnum():
+            return public_id
+
+
 def _move_no_clobber(src: Path, dst: Path) -> None:
     """Rename ``src`` to ``dst`` unless ``dst`` exists (hard link where the file system can)."""
     try:
@@ -202,7 +211,7 @@ def create_study(real_dir: str | Path, fake_dir: str | Path, out: str | Path,
                 conn.execute(
                     "INSERT INTO images (public_id, is_synthetic, class_name, source_path, png)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (secrets.token_urlsafe(18), int(item.is_synthetic), item.class_name,
+                    (new_public_id(), int(item.is_synthetic), item.class_name,
                      item.rel_path, blind_png(item.path, size, mode)))
         conn.execute("PRAGMA journal_mode = WAL")  # persistent; the server relies on it
         conn.close()
