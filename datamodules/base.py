@@ -225,16 +225,21 @@ class BaseImageDataModule(LightningDataModule):
         self.class_names: list[str] = []
         self.manifest: pd.DataFrame | None = None
         self.audit_report: list[str] = []
+        self.thumbnails: dict[str, np.ndarray] = {}  # path -> 32 x 32 grey, for the near-duplicate audit
         self._datasets: dict[str, CachedImageDataset] = {}
 
     # ---- what a subclass provides -------------------------------------------------------------
     def build_catalogue(self) -> pd.DataFrame:
-        """Rows: key, label, class_name, source_split, sha256, group (see datamodules.splits)."""
+        """Rows: key, label, class_name, source_split, pixel_sha256, group (see datamodules.splits)."""
         raise NotImplementedError
 
     def load_image(self, row: pd.Series) -> np.ndarray:
         """Decoded image as uint8 H x W or H x W x C (any size); errors name the file."""
         raise NotImplementedError
+
+    def model_array(self, row: pd.Series) -> np.ndarray:
+        """The image as the model gets it: uint8 C x image_size x image_size (decoded + resized)."""
+        return to_model_array(self.load_image(row), self.image_size, self.channels, self.resize_mode)
 
     def load_mask(self, row: pd.Series) -> np.ndarray | None:
         """Lesion mask as H x W (nonzero = lesion), or None when the data has no masks."""
@@ -258,7 +263,7 @@ class BaseImageDataModule(LightningDataModule):
             catalogue = self.build_catalogue()
             manifest = assign_splits(catalogue, self.split_options)
             manifest, self.audit_report = audit_overlap(
-                manifest, self.split_options.on_overlap, self.describe_source())
+                manifest, self.split_options.on_overlap, self.describe_source(), self.thumbnails)
             self.manifest = manifest.reset_index(drop=True)
             self._log_split_counts()
         return self.manifest
@@ -297,7 +302,7 @@ class BaseImageDataModule(LightningDataModule):
         images = np.zeros((len(rows), self.channels, size, size), dtype=np.uint8)
         masks, captions = None, None
         for j, (_, row) in enumerate(rows.iterrows()):
-            images[j] = to_model_array(self.load_image(row), size, self.channels, self.resize_mode)
+            images[j] = self.model_array(row)
             mask = self.load_mask(row)
             if mask is not None:
                 if masks is None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.base import BaseImageDataModule
-from datamodules.splits import sha256_bytes
+from datamodules.pixel_hashes import pixel_sha256
 
 
 class HFDataModule(BaseImageDataModule):
@@ -60,7 +60,7 @@ class HFDataModule(BaseImageDataModule):
                 self._images[key] = arr
                 label = int(ex[self.label_column])
                 rows.append({"key": key, "label": label, "class_name": self.class_names[label],
-                             "source_split": source_split, "sha256": sha256_bytes(arr.tobytes()), "group": ""})
+                             "source_split": source_split, "pixel_sha256": pixel_sha256(arr), "group": ""})
         if not any(r["source_split"] == "train" for r in rows):
             for r in rows:
                 r["source_split"] = ""

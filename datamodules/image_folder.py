@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from datamodules.base import BaseImageDataModule
-from datamodules.image_io import IMAGE_EXTENSIONS, CorruptImageError, read_image
+from datamodules.image_io import IMAGE_EXTENSIONS, CorruptImageError, read_image, to_model_array
+from datamodules.pixel_hashes import perceptual_hash, pixel_sha256, thumbnail
 from datamodules.splits import SubsampleMode, groups_from_pattern, sha256_file, subsample_mask
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class ImageFolderDataModule(BaseImageDataModule):
         mask_pattern: glob (on the file name) of segmentation masks, skipped as images.
         load_masks: attach `<stem>_mask*.png` masks (union of all) to each image as `mask`.
         caption_file: CSV `image_path,text_caption[,label]` (paths relative to `root`).
-        skip_corrupt: drop undecodable files at setup with one warning each instead of failing.
+        skip_corrupt: drop undecodable files (also NaN pixels, oversized headers) at setup with one
+            warning each instead of failing.
         **kwargs: the shared options of `BaseImageDataModule` (image_size, channels, splits, ...).
     """
 
@@ -97,6 +99,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         self._trees = self._split_trees(self.root)
         self.class_names = self._resolve_class_names(class_names)
         self._captions: dict[str, str] | None = None
+        self._decoded: dict[str, np.ndarray] = {}  # path -> model array, decoded once by the catalogue
 
     # ---- tree discovery (cheap, runs in __init__ so the CLI can link class_names) -------------
     @staticmethod
@@ -165,13 +168,31 @@ class ImageFolderDataModule(BaseImageDataModule):
                     raise DataTreeError(f"class folder {tree / cls} has no image files "
                                         f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add images")
                 for p in images:
-                    rows.append({"key": p.relative_to(base).as_posix(), "label": label, "class_name": cls,
-                                 "source_split": source_split, "sha256": sha256_file(p), "path": str(p)})
+                    row = self._catalogue_row(p)
+                    if row is not None:
+                        rows.append({"key": p.relative_to(base).as_posix(), "label": label, "class_name": cls,
+                                     "source_split": source_split, **row})
         if skipped_masks or skipped_other:
             log.info("%s: skipped %d mask files (pattern %r) and %d non-image files",
                      base, skipped_masks, self.mask_pattern, skipped_other)
         self.skipped_counts = {"masks": skipped_masks, "non_images": skipped_other}
         return rows
+
+    def _catalogue_row(self, path: Path) -> dict | None:
+        """Hashes of one file (bytes, decoded pixels, perceptual) for the leakage audit, or None when it
+        is corrupt and `skip_corrupt` drops it. The pixels are decoded here, once: the model array is
+        kept for `setup`, so auditing pixels costs no second decode."""
+        try:
+            arr = read_image(path)
+        except CorruptImageError as exc:
+            if not self.skip_corrupt:
+                raise
+            warnings.warn(f"skip_corrupt: dropping {path}: {exc}", stacklevel=2)
+            return None
+        self._decoded[str(path)] = to_model_array(arr, self.image_size, self.channels, self.resize_mode)
+        self.thumbnails[str(path)] = thumbnail(arr)
+        return {"pixel_sha256": pixel_sha256(arr), "dhash": perceptual_hash(arr),
+                "file_sha256": sha256_file(path), "path": str(path)}
 
     def build_catalogue(self) -> pd.DataFrame:
         rows = self._scan_tree(self._trees, self.root, None)
@@ -187,8 +208,6 @@ class ImageFolderDataModule(BaseImageDataModule):
             rows += [{**r, "key": f"extra{i}/{r['key']}"} for r in extra]
         df = pd.DataFrame(rows)
         df["group"] = groups_from_pattern(df["key"], self.split_options.group_pattern)
-        if self.skip_corrupt:
-            df = self._drop_corrupt(df)
         return df
 
     def _test_root_rows(self) -> list[dict]:
@@ -202,19 +221,13 @@ class ImageFolderDataModule(BaseImageDataModule):
                 r["source_split"] = "test" if kept else "excluded"
         return [{**r, "key": "test_root/" + r["key"]} for r in rows]
 
-    def _drop_corrupt(self, df: pd.DataFrame) -> pd.DataFrame:
-        bad = []
-        for i, path in df["path"].items():
-            try:
-                read_image(path)
-            except CorruptImageError as exc:
-                warnings.warn(f"skip_corrupt: dropping {path}: {exc}", stacklevel=2)
-                bad.append(i)
-        return df.drop(index=bad).reset_index(drop=True)
-
     # ---- pixels ----------------------------------------------------------------------------------
     def load_image(self, row: pd.Series) -> np.ndarray:
         return read_image(row["path"])
+
+    def model_array(self, row: pd.Series) -> np.ndarray:
+        cached = self._decoded.pop(str(row["path"]), None)
+        return cached if cached is not None else super().model_array(row)
 
     def load_mask(self, row: pd.Series) -> np.ndarray | None:
         if not self.load_masks:

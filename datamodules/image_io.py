@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -15,18 +15,29 @@ class CorruptImageError(ValueError):
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode `path` to uint8 H x W (grayscale) or H x W x 3 (colour).
+    """Decode `path` to uint8 H x W (grayscale) or H x W x 3 (colour), as it is meant to be seen.
 
     Handles L, LA, P, RGB, RGBA, CMYK and 16-bit / 32-bit integer and float grayscale: high bit
     depths are rescaled by their own min..max to 0..255 (a 12-bit CT stored in 16 bits would look
-    black if simply truncated). Alpha is dropped.
+    black if simply truncated). Alpha is dropped. The EXIF orientation tag is applied (a phone
+    photo or a scanner JPEG is shown upright, as the reader study shows it).
+
+    Every failure is a `CorruptImageError` naming the file: undecodable bytes, a header claiming
+    more pixels than Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS` x 2, e.g.
+    20000 x 20000; Pillow raises a bare `DecompressionBombError` that names no file), and
+    float images with NaN or infinite pixels (min..max scaling would turn them all black).
     """
     try:
         with Image.open(path) as img:
             img.load()
+            img = ImageOps.exif_transpose(img)
             mode = img.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(img, dtype=np.float64)
+                bad = int(np.size(arr) - np.isfinite(arr).sum())
+                if bad:
+                    raise CorruptImageError(f"image file {path} has {bad} NaN or infinite pixel values "
+                                            f"(mode {mode}); fix or remove it (data.skip_corrupt: true skips it)")
                 lo, hi = float(arr.min()), float(arr.max())
                 arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
                 return arr.round().astype(np.uint8)
@@ -35,6 +46,11 @@ def read_image(path: str | Path) -> np.ndarray:
             if mode == "LA":
                 return np.asarray(img.convert("L"), dtype=np.uint8)
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except CorruptImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise CorruptImageError(f"image file {path} claims more pixels than Pillow will decode ({exc}); "
+                                "a damaged or hostile header, or a huge scan to downsize first") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise CorruptImageError(f"cannot decode image file {path}: {exc}") from exc
 

@@ -8,14 +8,18 @@ The input is a *catalogue*: a DataFrame with one row per image and the columns
     source_split  "train" | "val" | "test" | "" (a split the data came with, e.g. Training/Testing),
                   "extra" (always training data, never subsampled or validated: e.g. synthetic images added
                   to real ones) or "excluded" (left out before splitting)
-    sha256        content hash (file bytes, or array bytes for in-memory data)
+    pixel_sha256  hash of the decoded pixels and their size (`datamodules.pixel_hashes`): the same
+                  picture saved as PNG, BMP or another PNG has one pixel_sha256
     group         patient / scan id ("" when unknown)
+
+and optionally `file_sha256` (the file's bytes, for files) and `dhash` (a 64-bit perceptual
+hash, for the near-duplicate report).
 
 `assign_splits` returns the same frame with `split` in {train, val, test, excluded} and `fold`
 (-1 outside the training portion), deterministically from `seed`. `audit_overlap` then applies
 the `on_overlap` policy. The manifest written into each run directory is this frame.
 
-Byte-identical images are always put in the same group before any split we make ourselves, so a
+Pixel-identical images are always put in the same group before any split we make ourselves, so a
 split of ours never puts one picture on both sides; splits that come with the data (Training /
 Testing trees) are audited instead, because those are the user's and must not be silently changed.
 """
@@ -27,11 +31,13 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
+
+from datamodules.pixel_hashes import CANDIDATE_BITS, NEAR_DUPLICATE_MAD, near_pairs
 
 from datamodules.hashing import file_sha256
 
@@ -126,7 +132,7 @@ def _connected_groups(df: pd.DataFrame) -> pd.Series:
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    for key, group, digest in zip(df["key"], df["group"], df["sha256"]):
+    for key, group, digest in zip(df["key"], df["group"], df["pixel_sha256"]):
         node = f"k:{key}"
         union(node, f"h:{digest}")
         if group:
@@ -242,13 +248,37 @@ def assign_splits(catalogue: pd.DataFrame, opts: SplitOptions) -> pd.DataFrame:
 
 
 def overlap_pairs(df: pd.DataFrame, side_a: str, side_b: str) -> pd.DataFrame:
-    """Pairs of rows with identical content, one in split `side_a`, one in `side_b`."""
-    a = df[df["split"] == side_a][["key", "sha256", "class_name"]]
-    b = df[df["split"] == side_b][["key", "sha256", "class_name"]]
-    return a.merge(b, on="sha256", suffixes=(f"_{side_a}", f"_{side_b}"))
+    """Pairs of rows with identical pixels, one in split `side_a`, one in `side_b`."""
+    a = df[df["split"] == side_a][["key", "pixel_sha256", "class_name"]]
+    b = df[df["split"] == side_b][["key", "pixel_sha256", "class_name"]]
+    return a.merge(b, on="pixel_sha256", suffixes=(f"_{side_a}", f"_{side_b}"))
 
 
-def audit_overlap(df: pd.DataFrame, on_overlap: OnOverlap, where: str) -> tuple[pd.DataFrame, list[str]]:
+def near_duplicate_lines(df: pd.DataFrame, where: str, thumbnails: Mapping[str, np.ndarray] | None) -> list[str]:
+    """Report lines for test images that nearly equal a train/val image without being pixel-identical
+    (those are the overlap proper): see `datamodules.pixel_hashes`. Needs the `dhash` and `path`
+    columns and each path's thumbnail; [] otherwise (in-memory data)."""
+    if not thumbnails or "dhash" not in df.columns or "path" not in df.columns:
+        return []
+    test = df[df["split"] == "test"]
+    train = df[df["split"].isin(["train", "val"])]
+    if not len(test) or not len(train):
+        return []
+    thumbs = lambda part: np.stack([thumbnails[p] for p in part["path"]])
+    pairs = [(test.iloc[i], train.iloc[j], bits, mad) for i, j, bits, mad in
+             near_pairs(test["dhash"], train["dhash"], thumbs(test), thumbs(train))]
+    pairs = [p for p in pairs if p[0]["pixel_sha256"] != p[1]["pixel_sha256"]]
+    if not pairs:
+        return []
+    lines = [f"warning: {len(pairs)} near-duplicate pairs between test and training data under {where} "
+             f"(perceptual hash within {CANDIDATE_BITS} of 64 bits and 32x32 thumbnails within "
+             f"{NEAR_DUPLICATE_MAD:g} grey levels, pixels not identical): likely one picture re-encoded; "
+             "not removed by on_overlap (test ~ train, hash bits, grey levels):"]
+    return lines + [f"  {t['key']}  ~  {r['key']}  ({bits}, {mad:.2f})" for t, r, bits, mad in pairs]
+
+
+def audit_overlap(df: pd.DataFrame, on_overlap: OnOverlap, where: str,
+                  thumbnails: Mapping[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Apply the `on_overlap` policy to train/val-vs-test content overlap; report the rest.
 
     Returns the (possibly modified) frame and the report lines. `where` names the data root in
@@ -260,9 +290,9 @@ def audit_overlap(df: pd.DataFrame, on_overlap: OnOverlap, where: str) -> tuple[
     pairs = pd.concat([overlap_pairs(df, "train", "test"), overlap_pairs(df, "val", "test").rename(
         columns=lambda c: c.replace("_val", "_train"))], ignore_index=True)
     if len(pairs):
-        groups = pairs["sha256"].nunique()
+        groups = pairs["pixel_sha256"].nunique()
         lines = [f"  {r.key_test}  ==  {r.key_train}" for r in pairs.itertuples()]
-        summary = (f"{groups} images with identical content (sha256) are in both training and test data "
+        summary = (f"{groups} images with identical content (decoded pixels) are in both training and test data "
                    f"under {where}: {len(pairs)} pairs (test == train)")
         if on_overlap == "error":
             raise SplitError(
@@ -281,14 +311,17 @@ def audit_overlap(df: pd.DataFrame, on_overlap: OnOverlap, where: str) -> tuple[
         report.extend(lines)
     for split in ("train", "val", "test"):
         part = df[df["split"] == split]
-        dup = part[part.duplicated("sha256", keep=False)]
+        dup = part[part.duplicated("pixel_sha256", keep=False)]
         if len(dup):
-            report.append(f"{split}: {dup['sha256'].nunique()} groups of byte-identical images "
+            report.append(f"{split}: {dup['pixel_sha256'].nunique()} groups of pixel-identical images "
                           f"({len(dup)} images) inside the split")
-    conflicts = df.groupby("sha256")["class_name"].nunique()
+    conflicts = df.groupby("pixel_sha256")["class_name"].nunique()
     for digest in conflicts.index[conflicts > 1]:
-        keys = df.loc[df["sha256"] == digest, "key"].tolist()
+        keys = df.loc[df["pixel_sha256"] == digest, "key"].tolist()
         report.append(f"identical content with conflicting labels: {', '.join(keys)}")
-    for line in report:
+    near = near_duplicate_lines(df, where, thumbnails)
+    for line in report + near[:11]:
         log.warning(line)
-    return df, report
+    if len(near) > 11:
+        log.warning("  ... %d more near-duplicate pairs in data_audit.txt", len(near) - 11)
+    return df, report + near

@@ -188,7 +188,7 @@ def test_brain_tumor_overlap_is_reported_with_pairs():
     assert "Testing/meningioma/Te-me_0135.jpg  ==  Training/meningioma/Tr-me_0071.jpg" in msg
     m = dm(root, on_overlap="drop_test").prepare_manifest()
     assert (m.note == "overlap_dropped").sum() == 101
-    assert set(m[m.split == "test"].sha256).isdisjoint(m[m.split.isin(["train", "val"])].sha256)
+    assert set(m[m.split == "test"].pixel_sha256).isdisjoint(m[m.split.isin(["train", "val"])].pixel_sha256)
 
 
 def test_brain_stroke_group_folds_keep_scans_together():

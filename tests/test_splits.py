@@ -12,7 +12,7 @@ def catalogue(n_per_class=50, classes=("a", "b"), groups_per_class=None, source_
         for i in range(n_per_class):
             group = f"{cls}{i % groups_per_class}" if groups_per_class else ""
             rows.append({"key": f"{cls}/{i}.png", "label": label, "class_name": cls,
-                         "source_split": source_split, "sha256": f"{cls}-{i}", "group": group})
+                         "source_split": source_split, "pixel_sha256": f"{cls}-{i}", "group": group})
     return pd.DataFrame(rows)
 
 
@@ -52,8 +52,8 @@ def test_groups_never_straddle_splits_or_folds():
 
 def test_identical_content_is_grouped_in_our_splits():
     cat = catalogue(40)
-    cat.loc[cat.key == "a/1.png", "sha256"] = "same"
-    cat.loc[cat.key == "a/2.png", "sha256"] = "same"
+    cat.loc[cat.key == "a/1.png", "pixel_sha256"] = "same"
+    cat.loc[cat.key == "a/2.png", "pixel_sha256"] = "same"
     for seed in range(10):
         df = assign_splits(cat, SplitOptions(seed=seed))
         assert df.loc[df.key.isin(["a/1.png", "a/2.png"]), "split"].nunique() == 1
@@ -70,8 +70,8 @@ def test_subsample_keep_and_complement_partition_the_pool():
 
 def test_preset_splits_are_used_and_val_tree_joins_folds():
     cat = pd.concat([catalogue(20, source_split="train"),
-                     catalogue(5, source_split="val").assign(key=lambda d: "v" + d.key, sha256=lambda d: "v" + d.sha256),
-                     catalogue(6, source_split="test").assign(key=lambda d: "t" + d.key, sha256=lambda d: "t" + d.sha256)])
+                     catalogue(5, source_split="val").assign(key=lambda d: "v" + d.key, pixel_sha256=lambda d: "v" + d.pixel_sha256),
+                     catalogue(6, source_split="test").assign(key=lambda d: "t" + d.key, pixel_sha256=lambda d: "t" + d.pixel_sha256)])
     df = assign_splits(cat.reset_index(drop=True), SplitOptions())
     assert (df[df.source_split == "val"].split == "val").all()
     assert (df[df.source_split == "test"].split == "test").all()
@@ -117,7 +117,7 @@ def test_extra_rows_always_train_and_folds_match_the_real_only_run():
     """TR+S: synthetic ("extra") images never validate, and the real folds equal TRTR's."""
     real = catalogue(40)
     synthetic = catalogue(30).assign(source_split="extra", key=lambda d: "extra0/" + d["key"],
-                                     sha256=lambda d: "syn-" + d["sha256"])
+                                     pixel_sha256=lambda d: "syn-" + d["pixel_sha256"])
     for fold in (0, 1):
         opts = SplitOptions(num_folds=2, fold=fold, seed=5)
         mixed = assign_splits(pd.concat([real, synthetic], ignore_index=True), opts)
