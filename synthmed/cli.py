@@ -27,8 +27,8 @@ EXTRA_VERBS: dict[str, str] = {
     "reader-study": "synthmed.reader_study.cli:main",
     "export": "synthmed.export:main",
     "evaluate": "synthmed.evaluate.cli:main",
-    "sweep": "synthmed.sweep:main",
-    "sweep-summary": "synthmed.sweep_summary:main",
+    "sweep": "synthmed.sweep.cli:main",
+    "sweep-summary": "synthmed.sweep.summary:main",
     "reproduce": "synthmed.pipeline.runner:main",
 }
 

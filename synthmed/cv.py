@@ -6,19 +6,37 @@ Fold k trains on the other folds of the training portion, early-stops on fold k 
 on the test split (the same for every fold). Runs land in logs/<experiment>/<name>/fold_<k>/;
 `cv_summary.csv` and `cv_summary.md` go in logs/<experiment>/<name>/. A fold whose run directory
 already has a metrics.json is not rerun, so rerunning the same command with the same --name
-resumes an interrupted cross-validation.
+resumes an interrupted cross-validation. The folder's `cv_config.json` records the resolved fit
+configuration and the number of folds; a rerun whose configuration differs (another model.arch,
+data.root, ...) is refused with the differing keys, since reusing those folds would mix two
+experiments in one table. Keys that do not change what is trained are not compared: see
+`HARMLESS_KEYS`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from synthmed import runs
 from synthmed.runs import CLASSIFIER_METRIC_KEYS
+from synthmed.trainer_run import TrainerRun, config_dict, flatten
+
+CONFIG_RECORD = "cv_config.json"
+# Resolved-config keys a rerun may change without making the finished folds a different experiment:
+# where and how fast it runs, not what is trained on what.
+HARMLESS_KEYS = ("trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.enable_progress_bar",
+                 "trainer.enable_model_summary", "data.init_args.num_workers")
+
+
+class CvConfigChanged(ValueError):
+    """A cv folder holds folds of another configuration; the message names the keys and what to do."""
 
 
 
@@ -57,21 +75,25 @@ def main(argv: list[str]) -> int:
         parser.error("--config X.yaml is required (the fit configuration to cross-validate)")
     name = args.name or datetime.now().strftime("cv_%Y%m%d_%H%M%S")
 
-    from synthmed.lightning_cli import run_trainer_verb
-
-    rows, cv_dir = [], None
+    base = TrainerRun("fit", tuple(fit_args))
+    config = base.resolve()  # the real CLI parser: which --config wins, interpolations, defaults
+    cv_dir = Path(str(config.logs_root)) / str(config.experiment) / name
+    try:
+        record_config(cv_dir, config, args.folds)
+    except CvConfigChanged as exc:
+        print(f"synthmed cv: error: {exc}", file=sys.stderr)
+        return 2
+    rows = []
     for fold in range(args.folds):
-        fold_args = ["fit", *fit_args, "--data.init_args.num_folds", str(args.folds),
-                     "--data.init_args.fold", str(fold), "--run_version", f"{name}/fold_{fold}"]
-        existing = _finished_fold(fit_args, name, fold)
-        if existing is not None:
-            print(f"fold {fold}: already finished, reusing {existing}")
-            run_dir, metrics = existing, json.loads((existing / "metrics.json").read_text())
+        fold_dir = cv_dir / f"fold_{fold}"
+        if runs.is_finished(fold_dir):
+            print(f"fold {fold}: already finished, reusing {fold_dir}")
+            run_dir, metrics = fold_dir, runs.read_metrics(fold_dir)
         else:
             print(f"=== fold {fold + 1}/{args.folds}", flush=True)
-            cli = run_trainer_verb(fold_args)
+            cli = base.with_options({"data.init_args.num_folds": args.folds, "data.init_args.fold": fold,
+                                     "run_version": f"{name}/fold_{fold}"}).run()
             run_dir, metrics = cli.recorder.run_dir, cli.recorder.metrics
-        cv_dir = run_dir.parent
         rows.append({"fold": fold, **{k: v for k, v in metrics.items() if not k.startswith("_")},
                      "run_dir": str(run_dir)})
     summary = summarise(rows)
@@ -83,34 +105,29 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _option(args: list[str], name: str) -> list[str]:
-    """All values given for `--name X` / `--name=X` in a LightningCLI argument list, in order."""
-    values = []
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            values.append(args[i + 1])
-        elif arg.startswith(name + "="):
-            values.append(arg.split("=", 1)[1])
-    return values
+def record_config(cv_dir: Path, config, folds: int) -> None:
+    """Write `<cv_dir>/cv_config.json` on the first run; on a rerun refuse a changed configuration."""
+    now = {"folds": folds, "config": config_dict(config)}
+    path = cv_dir / CONFIG_RECORD
+    if path.is_file():
+        changed = config_changes(json.loads(path.read_text()), now)
+        if changed:
+            listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise CvConfigChanged(
+                f"{cv_dir} holds folds of another configuration ({listed}); reusing them would mix two "
+                f"experiments. Use a new --name for this configuration, or delete {cv_dir} to rerun all folds.")
+        return
+    if any(cv_dir.glob("fold_*/metrics.json")):
+        print(f"note: {cv_dir} has finished folds but no {CONFIG_RECORD} (written before this check existed); "
+              "they are reused unchecked", flush=True)
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(now, indent=2, default=str) + "\n")
 
 
-def run_location(fit_args: list[str]) -> tuple[str, str]:
-    """(logs_root, experiment) as the CLI will resolve them: last --config wins, flags win last."""
-    from omegaconf import OmegaConf
-
-    found = {"logs_root": "logs", "experiment": "default"}
-    for path in _option(fit_args, "--config"):
-        cfg = OmegaConf.load(path)
-        for key in found:
-            if key in cfg:
-                found[key] = str(cfg[key])
-    for key in found:
-        found[key] = (_option(fit_args, f"--{key}") or [found[key]])[-1]
-    return found["logs_root"], found["experiment"]
-
-
-def _finished_fold(fit_args: list[str], name: str, fold: int) -> Path | None:
-    """The fold's run directory if a previous run with this --name completed it."""
-    logs_root, experiment = run_location(fit_args)
-    fold_dir = Path(logs_root) / experiment / name / f"fold_{fold}"
-    return fold_dir if (fold_dir / "metrics.json").is_file() else None
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (old, new)} for every resolved-config key that differs, except `HARMLESS_KEYS`."""
+    before = {"folds": old.get("folds"), **flatten(old.get("config") or {}, "")}
+    after = {"folds": new.get("folds"), **flatten(new.get("config") or {}, "")}
+    keys = sorted(set(before) | set(after))
+    return {k: (before.get(k), after.get(k)) for k in keys
+            if before.get(k) != after.get(k) and not k.startswith(HARMLESS_KEYS)}

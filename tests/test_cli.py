@@ -131,11 +131,14 @@ def test_ckpt_path_disables_initial_pretrained_weights():
     assert fresh.model.init_args.pretrained == "/w.pth"
 
 
-def test_cv_finds_run_location_like_the_cli(tmp_path):
-    from synthmed.cv import run_location
+def test_cv_finds_run_location_like_the_cli(tiny_config, tmp_path):
+    from synthmed.trainer_run import TrainerRun  # the real CLI parser, nothing instantiated
 
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("experiment: first\nlogs_root: runs\n")
     b.write_text("experiment: second\n")
-    assert run_location(["--config", str(a), "--config", str(b)]) == ("runs", "second")
-    assert run_location(["--config", str(a), "--experiment=third"]) == ("runs", "third")
+    base = TrainerRun.from_configs("fit", [str(tiny_config), str(a)])
+    config = base.with_args(["--config", str(b)]).resolve()
+    assert (config.logs_root, config.experiment) == ("runs", "second")
+    assert base.with_args(["--experiment=third"]).resolve().experiment == "third"
+    assert str(base.with_options({"trainer.devices": 2}).resolve().trainer.devices) == "2"

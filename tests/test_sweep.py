@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from synthmed import sweep, sweep_summary
-from synthmed.sweep_grid import (GridError, PlannedRun, format_value, load_grid, name_keys,
-                                 plan_runs, run_name)
+from synthmed.sweep import cli as sweep
+from synthmed.sweep import summary as sweep_summary
+from synthmed.sweep.grid import GridError, PlannedRun, format_value, load_grid, name_keys, plan_runs, run_name
+from synthmed.sweep.local import run_local
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFIER = REPO / "experiments" / "quickstart" / "classifier.yaml"
@@ -178,7 +179,7 @@ def test_failed_runs_are_reported_after_all_ran(tmp_path, capsys):
     no_metrics = PlannedRun("empty", {}, tmp_path / "empty", ["sweep-summary", "--help"])
     for run in (failing, no_metrics):
         run.run_dir.mkdir()
-    rows = sweep.run_local([failing, no_metrics], max_parallel=2)
+    rows = run_local([failing, no_metrics], max_parallel=2)
     status = {name: s for name, s, _ in rows}
     assert status["bad"].startswith("FAILED (exit 2") and "no metrics.json" in status["empty"]
     assert "is not a folder" in (tmp_path / "bad" / "sweep.log").read_text()
@@ -278,4 +279,4 @@ def test_trainer_preset_stacks_without_wiping_callbacks(preset, expected, capsys
     trainer = yaml.safe_load(capsys.readouterr().out)["trainer"]
     assert {k: trainer[k] for k in expected} == expected
     callbacks = [c["class_path"].rsplit(".", 1)[-1] for c in trainer["callbacks"]]
-    assert callbacks == ["StepCheckpoint", "EarlyStopping"] and trainer["max_epochs"] == 15
+    assert callbacks == ["StepCheckpoint", "ResumableEarlyStopping"] and trainer["max_epochs"] == 15

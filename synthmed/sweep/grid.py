@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from synthmed import runs
+from synthmed.trainer_run import TrainerRun, format_value
+
+__all__ = ["format_value"]  # grid values are written as the CLI parses them back (synthmed.trainer_run)
 
 GRID_KEYS = ("axes", "runs", "num_folds", "base_args", "slurm")
 # key -> accepted python types (bool is excluded from int checks below)
@@ -63,25 +68,6 @@ class Grid:
 def normalise_key(key: str) -> str:
     """`model.init_args.arch` and `model.arch` name the same option: compare keys in short form."""
     return key.replace(".init_args.", ".")
-
-
-def format_value(value: Any) -> str:
-    """A grid value as a command-line string LightningCLI parses back to the same value."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)  # true / false / null
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(value, separators=(",", ":"))  # lists / dicts: JSON is valid YAML flow
-
-
-def override_args(overrides: dict[str, Any]) -> list[str]:
-    """`{"model.arch": "vgg16"}` -> `["--model.arch", "vgg16"]`."""
-    args: list[str] = []
-    for key, value in overrides.items():
-        args += [f"--{key}", format_value(value)]
-    return args
 
 
 def _name_value(value: Any) -> str:
@@ -239,7 +225,12 @@ class PlannedRun:
 
     @property
     def finished(self) -> bool:
-        return (self.run_dir / "metrics.json").is_file()
+        return runs.is_finished(self.run_dir)
+
+    @property
+    def command(self) -> str:
+        """The run as one shell line: `synthmed fit --config ...`."""
+        return "synthmed " + shlex.join(self.args)
 
 
 def plan_runs(grid: Grid, configs: list[str], extra_args: list[str], out: Path,
@@ -254,10 +245,10 @@ def plan_runs(grid: Grid, configs: list[str], extra_args: list[str], out: Path,
     keys = list(dict.fromkeys(k for run in grid.runs for k in run))
     labels = name_keys(keys)
     fold_key = _fold_key(keys)
-    shared = [a for c in configs for a in ("--config", c)] + grid.base_args + list(extra_args)
+    shared = TrainerRun.from_configs(verb, configs).with_args([*grid.base_args, *extra_args])
     if grid.num_folds is not None:
         prefix = fold_key.rsplit(".", 1)[0] if fold_key else "data.init_args"
-        shared += [f"--{prefix}.num_folds", str(grid.num_folds)]
+        shared = shared.with_options({f"{prefix}.num_folds": grid.num_folds})
     planned, seen = [], {}
     for overrides in grid.runs:
         name = run_name(overrides, labels)
@@ -266,8 +257,7 @@ def plan_runs(grid: Grid, configs: list[str], extra_args: list[str], out: Path,
                                    "each override set must appear once")
         seen[name] = overrides
         run_dir = out / name
-        location = ["--logs_root", str(out.parent), "--experiment", out.name, "--run_version", name,
-                    "--trainer.default_root_dir", str(run_dir)]
-        planned.append(PlannedRun(name, overrides, run_dir,
-                                  [verb, *shared, *override_args(overrides), *location]))
+        location = {"logs_root": out.parent, "experiment": out.name, "run_version": name,
+                    "trainer.default_root_dir": run_dir}
+        planned.append(PlannedRun(name, overrides, run_dir, shared.with_options(overrides).with_options(location).argv))
     return planned

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from synthmed.runs import CLASSIFIER_METRIC_KEYS
-from synthmed.sweep_grid import format_value, normalise_key
+from synthmed.sweep.grid import format_value, normalise_key
 
 
 class SummaryError(ValueError):
