@@ -14,9 +14,12 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from lightning_modules.callbacks.sample_grid import log_image_grid
+from lightning_modules.checkpoint_io import load_checkpoint, require_module_checkpoint
+from lightning_modules.optim import configure_injected, plain_hyperparameters
 
 
 def build_autoencoder(in_channels: int, latent_channels: int, block_out_channels: list[int],
@@ -54,9 +57,12 @@ class AutoencoderModule(LightningModule):
         perceptual_weight: > 0 adds LPIPS; needs the backbone weights already in
             $TORCH_HOME/hub/checkpoints (nothing is downloaded).
         lpips_net: "alex" | "vgg" | "squeeze".
-        lr / weight_decay: AdamW.
         num_logged_images: reconstructions shown in TensorBoard per validation epoch.
+        optimizer / lr_scheduler: injected (`lightning_modules.optim`); null = AdamW(lr 1e-3, no
+            weight decay) at a constant LR. A scheduler steps every optimizer step.
     """
+
+    default_optimizer = {"lr": 1e-3, "weight_decay": 0.0}
 
     def __init__(
         self,
@@ -70,12 +76,14 @@ class AutoencoderModule(LightningModule):
         kl_weight: float = 1e-6,
         perceptual_weight: float = 0.0,
         lpips_net: str = "alex",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
         num_logged_images: int = 8,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        plain_hyperparameters(self)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.vae = build_autoencoder(in_channels, latent_channels, list(block_out_channels), layers_per_block,
                                      norm_num_groups, image_size, mid_block_attention)
         self.lpips = self._build_lpips(perceptual_weight, lpips_net)
@@ -153,21 +161,24 @@ class AutoencoderModule(LightningModule):
         self.validation_step(batch, batch_idx, stage="test")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.vae.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return configure_injected(self, self.vae.parameters(), self.optimizer, self.lr_scheduler,
+                                  self.default_optimizer)
 
 
-def load_autoencoder(path: str) -> tuple[AutoencoderKL, dict]:
-    """The AutoencoderKL (weights as saved: EMA ones when EMA was on) and hparams of an AutoencoderModule checkpoint."""
+def load_autoencoder(path: str, option: str = "model.init_args.autoencoder_ckpt") -> tuple[AutoencoderKL, dict]:
+    """The AutoencoderKL (weights as saved: EMA ones when EMA was on) and hparams of an AutoencoderModule checkpoint.
+
+    Read with `torch.load(weights_only=True)` (`checkpoint_io`): a file that would run code is refused."""
     ckpt_path = Path(path)
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"autoencoder checkpoint {path!r} does not exist; train one first "
                                 "(synthmed fit --config experiments/quickstart/autoencoder.yaml) and give its "
                                 "checkpoints/*.ckpt path")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hp = checkpoint.get("hyper_parameters", {})
+    expected = "an AutoencoderModule checkpoint (synthmed fit --config .../autoencoder.yaml)"
+    checkpoint = load_checkpoint(ckpt_path, option, expected=expected)
+    hp = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     if "latent_channels" not in hp or "block_out_channels" not in hp:
-        raise ValueError(f"{path} is not an AutoencoderModule checkpoint (no latent_channels/block_out_channels "
-                         "hyper-parameters)")
+        require_module_checkpoint(checkpoint, ckpt_path, option, marker="__never__", expected=expected)
     vae = build_autoencoder(hp["in_channels"], hp["latent_channels"], list(hp["block_out_channels"]),
                             hp["layers_per_block"], hp["norm_num_groups"], hp["image_size"],
                             hp.get("mid_block_attention", True))

@@ -1,4 +1,4 @@
-"""ClassifierModule: one of the eight CNNs of seed 004 trained with AdamW + cross-entropy.
+"""ClassifierModule: one of the eight CNNs of seed 004 trained with an injected optimizer (AdamW) + cross-entropy.
 
 Inputs follow the batch contract (dict with `image` in [-1, 1], `label`, `index`). Logs
 `{train,val,test}/loss` and `/acc` (micro), and for val/test also macro `precision`, `recall`,
@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MetricCollection
@@ -22,6 +23,7 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusion
                                          MulticlassPrecision, MulticlassRecall)
 
 from lightning_modules.nets.backbones import ARCHS, build_backbone
+from lightning_modules.optim import configure_injected, plain_hyperparameters
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,14 @@ class ClassifierModule(LightningModule):
         num_classes, in_channels, image_size, class_names: linked from the datamodule by the CLI.
         pretrained: false (random init), true (ImageNet weights from the hub; offline it fails at
             once), or the path of a local weights file (.pth/.pt/.safetensors/Lightning .ckpt).
-        lr, weight_decay: AdamW.
         class_weights: per-class weights of the cross-entropy (length num_classes).
         label_smoothing: cross-entropy label smoothing in [0, 1).
         standardize: map [-1, 1] inputs to ImageNet mean/std (what pretrained weights expect).
+        optimizer / lr_scheduler: injected (`lightning_modules.optim`); null = AdamW(lr 1e-3,
+            weight decay 1e-2) at a constant LR. A scheduler steps once per epoch.
     """
+
+    default_optimizer = {"lr": 1e-3, "weight_decay": 1e-2}
 
     def __init__(
         self,
@@ -62,14 +67,16 @@ class ClassifierModule(LightningModule):
         image_size: int = 64,
         class_names: list[str] | None = None,
         pretrained: bool | str = False,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
         standardize: bool = True,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        plain_hyperparameters(self)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names {class_names} but "
                              f"model.num_classes={num_classes}")
@@ -128,8 +135,9 @@ class ClassifierModule(LightningModule):
         """Length D of the `features` vector."""
         return self.backbone.num_features
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def configure_optimizers(self):
+        return configure_injected(self, self.parameters(), self.optimizer, self.lr_scheduler, self.default_optimizer,
+                                  interval="epoch")
 
     # ------------------------------------------------------------------ steps
     def _labelled(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from diffusers import AutoencoderKL
 from torch.utils.data import DataLoader
 
 from lightning_modules.autoencoder import load_autoencoder
@@ -45,8 +46,12 @@ class LatentDiffusionModule(DiffusionModule):
     """Diffusion in the latent space of a frozen AutoencoderModule (seed 000).
 
     Args:
-        autoencoder_ckpt: checkpoint of a trained AutoencoderModule (its weights are copied into
-            this module, so this module's own checkpoints are self-contained for export).
+        autoencoder_ckpt: checkpoint of a trained AutoencoderModule, read once to start training:
+            its weights are copied into this module and its config into `autoencoder`, so this
+            module's checkpoints are self-contained (load, sample, export and resume without it).
+        autoencoder: the frozen AutoencoderKL's config, as saved in this module's checkpoints
+            (set from `autoencoder_ckpt`; give it instead only when the weights come from a
+            checkpoint of this module).
         latent_scale: multiply latents by this; null = 1 / std of the training latents,
             measured at the start of fit over `scale_batches` batches and stored in the checkpoint.
         cache_latents: "none", "memory" (the training set is encoded once, before the first step;
@@ -61,21 +66,22 @@ class LatentDiffusionModule(DiffusionModule):
 
     default_clip_sample = False  # latents are not confined to [-1, 1]
 
-    def __init__(self, autoencoder_ckpt: str, latent_scale: float | None = None, scale_batches: int = 4,
-                 cache_latents: str = "none", cache_dir: str | None = None, sample_posterior: bool = True,
-                 num_classes: int = 0, class_names: list[str] | None = None, in_channels: int = 1,
-                 image_size: int = 32, **kwargs: Any):
+    def __init__(self, autoencoder_ckpt: str | None = None, autoencoder: dict[str, Any] | None = None,
+                 latent_scale: float | None = None, scale_batches: int = 4,
+                 cache_latents: Literal["none", "memory", "disk"] = "none", cache_dir: str | None = None,
+                 sample_posterior: bool = True, num_classes: int = 0, class_names: list[str] | None = None,
+                 in_channels: int = 1, image_size: int = 32, **kwargs: Any):
         super().__init__(num_classes=num_classes, class_names=class_names, in_channels=in_channels,
                          image_size=image_size, **kwargs)
         if cache_latents not in CACHE_MODES:
             raise ValueError(f"model.cache_latents={cache_latents!r}; use one of {CACHE_MODES}")
         if cache_latents == "disk" and not cache_dir:
             raise ValueError("model.cache_latents='disk' needs model.cache_dir")
-        self.vae, ae = load_autoencoder(autoencoder_ckpt)
-        self.vae.requires_grad_(False).eval()
+        self.vae = self._frozen_autoencoder(autoencoder_ckpt, autoencoder)
+        ae = self.vae.config
         if ae["in_channels"] != self.hparams.in_channels:
-            raise ValueError(f"the autoencoder {autoencoder_ckpt} takes {ae['in_channels']} channels but the data "
-                             f"has {self.hparams.in_channels}")
+            raise ValueError(f"the autoencoder {autoencoder_ckpt or '(from the checkpoint)'} takes "
+                             f"{ae['in_channels']} channels but the data has {self.hparams.in_channels}")
         factor = 2 ** (len(ae["block_out_channels"]) - 1)
         if self.hparams.image_size % factor:
             raise ValueError(f"image_size={self.hparams.image_size} is not divisible by the autoencoder factor {factor}")
@@ -84,7 +90,21 @@ class LatentDiffusionModule(DiffusionModule):
         self.latent_scale = latent_scale
         self.build_unet(self.hparams.unet, ae["latent_channels"], self._latent_shape[1])
         self.latent_cache = LatentCache()
-        self._ae_digest = hashlib.sha256(Path(autoencoder_ckpt).read_bytes()).hexdigest()[:16]
+        self._ae_digest: str | None = None
+
+    def _frozen_autoencoder(self, autoencoder_ckpt: str | None, autoencoder: dict[str, Any] | None) -> AutoencoderKL:
+        """The VAE from the saved config (weights follow with the checkpoint) or from the AE checkpoint."""
+        if autoencoder is not None:
+            vae = AutoencoderKL.from_config({k: v for k, v in autoencoder.items() if not k.startswith("_")})
+        elif autoencoder_ckpt:
+            vae, _ = load_autoencoder(autoencoder_ckpt)
+        else:
+            raise ValueError("LatentDiffusionModule needs model.init_args.autoencoder_ckpt (a trained "
+                             "AutoencoderModule checkpoint) to start training")
+        # saved with the hyper-parameters, so a checkpoint of this module rebuilds the VAE without the file
+        self.hparams["autoencoder"] = {k: list(v) if isinstance(v, tuple) else v for k, v in vae.config.items()
+                                       if not k.startswith("_")}
+        return vae.requires_grad_(False).eval()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -177,6 +197,12 @@ class LatentDiffusionModule(DiffusionModule):
             self._save_disk_cache()
 
     def _cache_file(self) -> Path:
+        if self._ae_digest is None:  # of the VAE weights in use (known once a checkpoint is restored)
+            h = hashlib.sha256()
+            for key, value in sorted(self.vae.state_dict().items()):
+                h.update(key.encode())
+                h.update(value.detach().float().cpu().numpy().tobytes())
+            self._ae_digest = h.hexdigest()[:16]
         return Path(self.hparams.cache_dir) / f"latents-ae{self._ae_digest}.pt"
 
     def _save_disk_cache(self) -> None:
@@ -189,7 +215,7 @@ class LatentDiffusionModule(DiffusionModule):
     # --- checkpoint -------------------------------------------------------------------------
     def export_state(self) -> dict[str, Any]:
         state = super().export_state()
-        state.update(latent_scale=self.latent_scale, vae_config=dict(self.vae.config))
+        state.update(latent_scale=self.latent_scale, vae_config=dict(self.hparams.autoencoder))
         return state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,28 +1,32 @@
 """DiffusionModule: what latent and pixel diffusion share (training loss, conditioning, sampling).
 
-The module is thin: the denoiser is a plain U-Net (`nets.unets`), the forward process a
-`nets.schedules.NoiseSchedule` (installed by `callbacks.noise_schedule.NoiseScheduleCallback`,
-saved in every checkpoint and restored on load), and sampling the loop in `nets.sampling`.
-Subclasses only say how images map to the space the U-Net works in (`encode_images`,
-`decode_samples`, `sample_shape`).
+The module is thin: the denoiser is a plain U-Net (`nets.unets`), the forward process the
+`noise_schedule` argument (a `nets.schedules.NoiseSchedule`, saved with the hyper-parameters and
+in every checkpoint; `callbacks.noise_schedule` only logs it), what the U-Net is conditioned on a
+`conditioning.Conditioning`, the optimizer and LR schedule injected (`optim`), and sampling the loop
+in `nets.sampling`. Subclasses only say how images map to the space the U-Net works in
+(`encode_images`, `decode_samples`, `sample_shape`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 
+from lightning_modules.conditioning import ConditioningName, build_conditioning
 from lightning_modules.nets.sampling import generators_for, reverse_diffusion
 from lightning_modules.nets.schedules import NoiseSchedule, build_scheduler, min_snr_weight, snr
 from lightning_modules.nets.text import build_text_encoder
 from lightning_modules.nets.unets import build_denoiser, denoise, unet_type
+from lightning_modules.optim import configure_injected, plain_hyperparameters
 
-CONDITIONING = ("none", "class", "text")
-LOSSES = ("l1", "l2")
 CHECKPOINT_KEY = "synthmed_diffusion"
+PredictionType = Literal["epsilon", "v_prediction", "sample"]
 
 
 class DiffusionModule(LightningModule):
@@ -31,76 +35,78 @@ class DiffusionModule(LightningModule):
     Args:
         unet: the U-Net as a dict (`type:` unet2d | unet2d_condition | ablation, plus its
             arguments; see `lightning_modules.nets.unets`).
-        conditioning: "none", "class" (label embedding, classifier-free guidance) or "text"
-            (captions through `text_encoder`, cross-attention; needs type unet2d_condition).
+        conditioning: "none", "class" (label embedding, classifier-free guidance), "text"
+            (captions through `text_encoder`, cross-attention; needs type unet2d_condition) or
+            "class+text" (both).
+        text_encoder: dict for `nets.text.build_text_encoder` (kind: small | clip, ...).
+        noise_schedule: the forward process (name linear | scaled_linear | cosine | sigmoid,
+            num_train_timesteps, beta_start, beta_end); default linear 1e-4..0.02, T=1000.
         num_classes / class_names / in_channels / image_size: linked from the data.
         prediction_type: "epsilon", "v_prediction" or "sample".
         loss: "l1" (seed 000) or "l2" (seeds 002-004) on the predicted quantity.
         snr_gamma: min-SNR-gamma loss weighting (e.g. 5.0); null = plain average.
         uncond_prob: probability a training label/caption is replaced by the null condition (CFG).
-        guidance_scale: classifier-free guidance at sampling (1.0 = conditional only, no guidance).
-        sampler: "ddim" (`num_inference_steps` steps, `eta`) or "ddpm" (ancestral, all T steps).
-        timestep_spacing: diffusers timestep spacing for DDIM ("trailing" starts at pure noise).
-        clip_sample: clip the predicted x0 to [-1, 1] while sampling (null = subclass default).
-        text_encoder: dict for `nets.text.build_text_encoder` (kind: small | clip, ...).
-        lr / weight_decay / warmup_steps / lr_schedule: AdamW, linear warm-up, then "constant"
-            or "cosine" decay to 0 over the run.
         mask_weight: when batches carry a lesion `mask`, the loss at (a one-cell dilation of) the
             lesion is weighted 1 + mask_weight: small lesions otherwise get a tiny share of the
             loss next to the irreducible speckle of the whole image.
+        sampler: "ddim" (`num_inference_steps` steps, `eta`) or "ddpm" (ancestral, all T steps).
+        guidance_scale: classifier-free guidance at sampling (1.0 = conditional only, no guidance).
+        timestep_spacing: diffusers timestep spacing for DDIM ("trailing" starts at pure noise).
+        clip_sample: clip the predicted x0 to [-1, 1] while sampling (null = subclass default).
+        optimizer: injected optimizer (`class_path: torch.optim.AdamW`, `init_args: {lr: ...}`);
+            null = AdamW(lr 2e-4, no weight decay).
+        lr_scheduler: injected LR scheduler, stepped every optimizer step (e.g.
+            `lightning_modules.optim.WarmupCosineLR`); null = constant LR.
     """
 
     default_clip_sample = True
+    default_optimizer = {"lr": 2e-4, "weight_decay": 0.0}
 
     def __init__(
         self,
         unet: dict[str, Any] | None = None,
-        conditioning: str = "class",
+        conditioning: ConditioningName = "class",
+        text_encoder: dict[str, Any] | None = None,
+        noise_schedule: NoiseSchedule | None = None,
         num_classes: int = 0,
         class_names: list[str] | None = None,
         in_channels: int = 1,
         image_size: int = 32,
-        prediction_type: str = "epsilon",
-        loss: str = "l2",
+        prediction_type: PredictionType = "epsilon",
+        loss: Literal["l1", "l2"] = "l2",
         snr_gamma: float | None = None,
         uncond_prob: float = 0.1,
-        guidance_scale: float = 1.0,
-        sampler: str = "ddim",
+        mask_weight: float = 0.0,
+        sampler: Literal["ddim", "ddpm"] = "ddim",
         num_inference_steps: int = 20,
         eta: float = 0.0,
-        timestep_spacing: str = "trailing",
+        guidance_scale: float = 1.0,
+        timestep_spacing: Literal["leading", "trailing", "linspace"] = "trailing",
         clip_sample: bool | None = None,
-        text_encoder: dict[str, Any] | None = None,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        lr_schedule: str = "constant",
-        mask_weight: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
-        base_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.save_hyperparameters()  # collects the subclass's arguments too
-        # what this base received wins: a subclass may resolve a value (e.g. a Stable Diffusion
-        # folder's prediction_type) that the CLI's saved hyper-parameters still hold as null
-        self.hparams.update(base_args)
-        if conditioning not in CONDITIONING:
-            raise ValueError(f"model.conditioning={conditioning!r}; use one of {CONDITIONING}")
-        if loss not in LOSSES:
-            raise ValueError(f"model.loss={loss!r}; use one of {LOSSES}")
-        if conditioning == "class" and num_classes < 1:
-            raise ValueError("model.conditioning='class' needs num_classes >= 1 (linked from the data); "
-                             "use conditioning: none for unlabeled data")
+        plain_hyperparameters(self)
+        if loss not in ("l1", "l2"):  # Literal is checked by the CLI; this is for Python callers
+            raise ValueError(f"model.loss={loss!r}; use one of ('l1', 'l2')")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"model.lr_schedule={lr_schedule!r}; use constant or cosine")
-        self.conditioning = conditioning
+        self.conditioner = build_conditioning(conditioning, num_classes)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.clip_sample = self.default_clip_sample if clip_sample is None else clip_sample
         self.text_encoder = None
-        if conditioning == "text":
+        if self.conditioner.uses_text:
             self.text_encoder = build_text_encoder(**(text_encoder or {"kind": "small"}))
-        self.noise_schedule = NoiseSchedule()
-        self.set_noise_schedule(self.noise_schedule)
+        if isinstance(noise_schedule, dict):  # from a checkpoint's hyper-parameters
+            noise_schedule = NoiseSchedule.from_dict(noise_schedule)
+        self.set_noise_schedule(noise_schedule or NoiseSchedule())
+
+    @property
+    def conditioning(self) -> str:
+        """The conditioning's name ("none", "class", "text", "class+text")."""
+        return self.conditioner.name
 
     # --- to override ------------------------------------------------------------------------
     def encode_images(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -117,16 +123,15 @@ class DiffusionModule(LightningModule):
 
     def build_unet(self, unet: dict[str, Any] | None, in_channels: int, sample_size: int) -> None:
         """Create `self.unet` with the conditioning inputs this module needs."""
-        hp = self.hparams
-        self.unet = build_denoiser(
-            unet or {}, in_channels=in_channels, sample_size=sample_size,
-            num_class_embeds=hp.num_classes + 1 if self.conditioning == "class" else None,  # + the null class
-            cross_attention_dim=self.text_encoder.output_dim if self.text_encoder is not None else None)
+        text_dim = self.text_encoder.output_dim if self.text_encoder is not None else None
+        self.unet = build_denoiser(unet or {}, in_channels=in_channels, sample_size=sample_size,
+                                   **self.conditioner.denoiser_kwargs(text_dim))
 
     # --- noise schedule ---------------------------------------------------------------------
     def set_noise_schedule(self, schedule: NoiseSchedule) -> None:
-        """Install `schedule` for training and sampling (called by NoiseScheduleCallback and on load)."""
+        """Install `schedule` for training and sampling, and record it in the hyper-parameters."""
         self.noise_schedule = schedule
+        self.hparams["noise_schedule"] = schedule.to_dict()
         self.train_scheduler = self.make_scheduler("ddpm")
         self._alphas_cumprod = self.train_scheduler.alphas_cumprod.clone()
 
@@ -142,27 +147,10 @@ class DiffusionModule(LightningModule):
     def condition_inputs(self, labels: torch.Tensor | None, captions: Sequence[str] | None,
                          drop: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """U-Net keyword inputs for a batch; `drop` marks rows that get the null condition."""
-        if self.conditioning == "class":
-            if labels is None:
-                raise ValueError("class-conditional model: batches need `label`")
-            labels = labels.to(self.device).long()
-            null = (labels < 0) | (labels >= self.hparams.num_classes)
-            if drop is not None:
-                null = null | drop.to(self.device)
-            return {"class_labels": torch.where(null, torch.full_like(labels, self.null_class), labels)}
-        if self.conditioning == "text":
-            if captions is None:
-                raise ValueError("text-conditional model: batches need `caption`")
-            captions = ["" if drop is not None and bool(drop[i]) else c for i, c in enumerate(captions)]
-            return {"encoder_hidden_states": self.text_encoder(list(captions))}
-        return {}
+        return self.conditioner.inputs(labels, captions, drop, self.text_encoder, self.device)
 
     def null_inputs(self, batch_size: int) -> dict[str, torch.Tensor]:
-        if self.conditioning == "class":
-            return {"class_labels": torch.full((batch_size,), self.null_class, device=self.device, dtype=torch.long)}
-        if self.conditioning == "text":
-            return {"encoder_hidden_states": self.text_encoder([""] * batch_size)}
-        return {}
+        return self.conditioner.null_inputs(batch_size, self.text_encoder, self.device)
 
     # --- training ---------------------------------------------------------------------------
     def loss_weight_map(self, batch: dict[str, Any], x0: torch.Tensor) -> torch.Tensor | None:
@@ -218,27 +206,7 @@ class DiffusionModule(LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warmup, kind = int(self.hparams.warmup_steps), self.hparams.lr_schedule
-        if warmup <= 0 and kind == "constant":
-            return optimizer
-        total: list[int] = []  # the run's length, read at the first decaying step (see below)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if kind == "cosine" and step > warmup:  # at step == warmup the cosine factor is 1
-                if not total:
-                    # not read in configure_optimizers: estimated_stepping_batches would build the
-                    # train loader before Lightning restores a checkpoint, so a resumed fit would
-                    # lose the loader's mid-epoch position (Lightning issue #20550)
-                    total.append(max(1, int(self.trainer.estimated_stepping_batches)))
-                progress = min(1.0, (step - warmup) / max(1, total[0] - warmup))
-                return 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())
-            return 1.0
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_injected(self, params, self.optimizer, self.lr_scheduler, self.default_optimizer)
 
     # --- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -269,10 +237,10 @@ class DiffusionModule(LightningModule):
         n = len(labels) if labels is not None else len(captions) if captions is not None else num_images
         if not n:
             raise ValueError("sample() needs num_images, labels or captions")
-        if self.conditioning == "class" and labels is None:
+        if self.conditioner.uses_labels and labels is None:
             labels = torch.full((n,), -1, dtype=torch.long)  # unconditional draw through the null class
         cond = self.condition_inputs(labels, captions)
-        use_cfg = self.conditioning != "none" and guidance != 1.0
+        use_cfg = self.conditioner.guided and guidance != 1.0
         both = {k: torch.cat([v, self.null_inputs(n)[k]]) for k, v in cond.items()} if use_cfg else cond
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -324,7 +292,7 @@ class DiffusionModule(LightningModule):
             "prediction_type": self.hparams.prediction_type,
             "clip_sample": self.clip_sample,
             "timestep_spacing": self.hparams.timestep_spacing,
-            "conditioning": self.conditioning,
+            "conditioning": self.conditioner.name,
             "class_names": list(self.hparams.class_names or []),
             "num_classes": self.hparams.num_classes,
             "sample_shape": list(self.sample_shape),
@@ -336,9 +304,14 @@ class DiffusionModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(CHECKPOINT_KEY)
         if state is None:
-            raise ValueError("this checkpoint was not written by a synthmed diffusion module "
-                             f"(no '{CHECKPOINT_KEY}' entry)")
-        self.set_noise_schedule(NoiseSchedule.from_dict(state["noise_schedule"]))
+            from lightning_modules.checkpoint_io import require_module_checkpoint
+
+            require_module_checkpoint(checkpoint, "<checkpoint>", "--ckpt_path", CHECKPOINT_KEY,
+                                      f"a checkpoint of a {type(self).__name__} run")
+        saved = NoiseSchedule.from_dict(state["noise_schedule"])
+        if saved != self.noise_schedule:  # checkpoints written before the schedule was an argument
+            rank_zero_warn(f"using the checkpoint's noise schedule {saved}, not the configured {self.noise_schedule}")
+            self.set_noise_schedule(saved)
         saved, current = state.get("class_names") or [], list(self.hparams.class_names or [])
         if saved and current and saved != current:
             raise ValueError(f"the checkpoint was trained on classes {saved} but the data gives {current}; "

@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lightning_modules.checkpoint_io import load_checkpoint
+
 Posterior = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -94,7 +96,8 @@ class LatentCache:
     def load(self, path: Path) -> bool:
         if not path.is_file():
             return False
-        self.entries = torch.load(path, map_location="cpu", weights_only=False)
+        # tensors, tuples and floats only: weights_only=True reads it and refuses anything that would run code
+        self.entries = load_checkpoint(path, "model.init_args.cache_dir", expected="a synthmed latent cache file")
         self.dirty = False
         return True
 

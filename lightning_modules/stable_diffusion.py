@@ -4,7 +4,7 @@ The folder is a diffusers Stable Diffusion layout (`unet/`, `vae/`, `text_encode
 `tokenizer/`, `scheduler/`), read from disk only. The U-Net is trained (optionally the text
 encoder too); the VAE is frozen. Training, classifier-free guidance, DDIM/DDPM sampling,
 checkpointing of the noise schedule and `predict` come from `DiffusionModule`; the schedule and
-prediction type start as the folder's own scheduler config. Grayscale data is repeated to RGB
+prediction type default to the folder's own scheduler config. Grayscale data is repeated to RGB
 for the VAE and generated images are averaged back to one channel.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from lightning_modules.diffusion_base import DiffusionModule
+from lightning_modules.diffusion_base import DiffusionModule, PredictionType
 from lightning_modules.nets.schedules import NoiseSchedule
 
 # diffusers beta_schedule -> our schedule names
@@ -41,33 +41,47 @@ class StableDiffusionFinetuneModule(DiffusionModule):
         train_text_encoder: also train the CLIP text encoder (default: frozen).
         caption_template: used when a batch has no `caption`, e.g. "a brain MRI scan, {class_name}".
         in_channels / image_size / num_classes / class_names: linked from the data.
-        Other arguments: see DiffusionModule (conditioning is always "text"; prediction_type
-        defaults to the folder's scheduler config).
+        prediction_type / noise_schedule: null = the folder's scheduler config.
+        optimizer: null = AdamW(lr 1e-5, no weight decay).
+        Other arguments: see DiffusionModule. `conditioning`, `text_encoder` and `unet` come from
+        the folder (text conditioning, its CLIP text encoder and U-Net); setting them is an error.
     """
 
     default_clip_sample = False
+    default_optimizer = {"lr": 1e-5, "weight_decay": 0.0}
 
     def __init__(self, pretrained_path: str, train_text_encoder: bool = False, caption_template: str | None = None,
                  in_channels: int = 3, image_size: int = 256, num_classes: int = 0,
-                 class_names: list[str] | None = None, prediction_type: str | None = None,
-                 guidance_scale: float = 7.5, num_inference_steps: int = 30, lr: float = 1e-5, **kwargs: Any):
+                 class_names: list[str] | None = None, prediction_type: PredictionType | None = None,
+                 noise_schedule: NoiseSchedule | None = None, guidance_scale: float = 7.5,
+                 num_inference_steps: int = 30, **kwargs: Any):
         root = Path(pretrained_path)
-        for fixed in ("conditioning", "text_encoder", "unet"):  # set here, not by the YAML / saved hparams
-            kwargs.pop(fixed, None)
+        clip = {"kind": "clip", "path": str(root)}
+        # the folder fixes these: refuse a config that sets them otherwise (they used to be dropped silently);
+        # a checkpoint's saved hyper-parameters hold exactly these values
+        for key, fixed in (("conditioning", "text"), ("text_encoder", clip), ("unet", None)):
+            if key in kwargs and kwargs[key] is not None and kwargs.pop(key) != fixed:
+                raise ValueError(f"StableDiffusionFinetuneModule: model.init_args.{key} cannot be set; the "
+                                 f"Stable Diffusion folder {root} gives the U-Net and the CLIP text encoder and "
+                                 "conditioning is always 'text' (captions, or caption_template for class labels). "
+                                 f"Remove `{key}:` from the YAML")
+            kwargs.pop(key, None)
         scheduler_config = read_scheduler_config(root)
-        # resolved before super(): save_hyperparameters reads this frame's locals
+        # null = the folder's own scheduler config; resolved here and saved as the values in use
         prediction_type = prediction_type or scheduler_config.get("prediction_type", "epsilon")
-        super().__init__(conditioning="text", text_encoder={"kind": "clip", "path": str(root)},
-                         in_channels=in_channels, image_size=image_size, num_classes=num_classes,
-                         class_names=class_names,
-                         prediction_type=prediction_type,
-                         guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, lr=lr, **kwargs)
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels={in_channels}: Stable Diffusion takes RGB (3) or grayscale (1) data")
-        self.set_noise_schedule(NoiseSchedule(
+        if isinstance(noise_schedule, dict):
+            noise_schedule = NoiseSchedule.from_dict(noise_schedule)
+        noise_schedule = noise_schedule or NoiseSchedule(
             _FROM_DIFFUSERS.get(scheduler_config.get("beta_schedule", "linear"), "linear"),
             int(scheduler_config.get("num_train_timesteps", 1000)),
-            float(scheduler_config.get("beta_start", 1e-4)), float(scheduler_config.get("beta_end", 0.02))))
+            float(scheduler_config.get("beta_start", 1e-4)), float(scheduler_config.get("beta_end", 0.02)))
+        super().__init__(conditioning="text", text_encoder=clip,
+                         in_channels=in_channels, image_size=image_size, num_classes=num_classes,
+                         class_names=class_names, prediction_type=prediction_type, noise_schedule=noise_schedule,
+                         guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, **kwargs)
+        self.hparams["prediction_type"] = prediction_type
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels={in_channels}: Stable Diffusion takes RGB (3) or grayscale (1) data")
         self.unet = UNet2DConditionModel.from_pretrained(str(root), subfolder="unet", local_files_only=True)
         self.vae = AutoencoderKL.from_pretrained(str(root), subfolder="vae", local_files_only=True)
         self.vae.requires_grad_(False).eval()

@@ -21,9 +21,12 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, DDPMPipeline
 
+from lightning_modules.checkpoint_io import load_checkpoint, require_module_checkpoint
 from lightning_modules.diffusion_base import CHECKPOINT_KEY
 from lightning_modules.nets.schedules import NoiseSchedule, build_scheduler
 from lightning_modules.nets.unets import UNET_TYPES
+
+EXPECTED = "a checkpoint of a synthmed Pixel/LatentDiffusionModule run (its checkpoints/*.ckpt)"
 
 PIXEL_README = """# {name}: synthmed pixel diffusion model ({module})
 
@@ -67,14 +70,9 @@ Conditioning: {conditioning}. Classes: {classes}. Noise schedule: {schedule}. La
 
 
 def _load(ckpt: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"--ckpt {ckpt} does not exist")
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    state = checkpoint.get(CHECKPOINT_KEY)
-    if state is None:
-        raise ValueError(f"{ckpt} is not a synthmed diffusion checkpoint (no '{CHECKPOINT_KEY}' entry); "
-                         "export takes Pixel/LatentDiffusionModule checkpoints")
-    return state, checkpoint["state_dict"], checkpoint.get("hyper_parameters", {})
+    checkpoint = load_checkpoint(ckpt, "--ckpt", expected=EXPECTED)
+    checkpoint = require_module_checkpoint(checkpoint, ckpt, "--ckpt", CHECKPOINT_KEY, EXPECTED)
+    return checkpoint[CHECKPOINT_KEY], checkpoint["state_dict"], checkpoint.get("hyper_parameters", {})
 
 
 def _submodule(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

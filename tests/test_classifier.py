@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_modules.classifier import ClassifierModule
+from lightning_modules.optim import adamw
 
 CLASS_NAMES = ["dark", "mid", "bright"]
 LEVELS = [-0.7, 0.0, 0.7]  # class mean brightness in [-1, 1]
@@ -54,7 +55,7 @@ def fitted(tmp_path_factory):
     torch.manual_seed(0)
     tmp = tmp_path_factory.mktemp("fit")
     model = ClassifierModule(arch="resnet18", num_classes=3, in_channels=1, image_size=16,
-                             class_names=CLASS_NAMES, lr=1e-3)
+                             class_names=CLASS_NAMES, optimizer=adamw(lr=1e-3))
     checkpoint = ModelCheckpoint(dirpath=tmp / "ckpt", monitor="val/loss", save_last=True)
     trainer = _trainer(tmp, max_epochs=4, callbacks=[checkpoint], log_every_n_steps=1)
     trainer.fit(model, _loader([32, 32, 32], seed=1, shuffle=True), _loader([4, 4, 4], seed=2))

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from datamodules.phantom_generator import CLASS_NAMES, phantom_seed, render_batch, write_phantom_tree
+from lightning_modules.optim import adamw
 from synthmed import explain
 
 SIZE = 32
@@ -31,7 +32,7 @@ def train_classifier(ckpt_path: Path, size: int, per_class: int, steps: int, see
     data = [{"image": x[i], "label": torch.tensor(labels[i]), "index": torch.tensor(i)} for i in range(len(labels))]
     loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True)
     model = ClassifierModule(arch="resnet18", num_classes=3, in_channels=1, image_size=size,
-                             class_names=list(CLASS_NAMES), lr=2e-3)
+                             class_names=list(CLASS_NAMES), optimizer=adamw(lr=2e-3))
     trainer = Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, loader)

@@ -11,6 +11,7 @@ from diffusers import AutoencoderKL, DDIMPipeline, DDIMScheduler, DDPMPipeline, 
 
 from lightning_modules.callbacks.noise_schedule import NoiseScheduleCallback
 from lightning_modules.diffusion import LatentDiffusionModule, PixelDiffusionModule
+from lightning_modules.nets.schedules import NoiseSchedule
 from synthmed.export import export_checkpoint, main
 from test_gen_helpers import CLASS_NAMES, TINY_UNET, loader, trainer
 
@@ -23,8 +24,9 @@ def to_numpy(images: torch.Tensor) -> np.ndarray:
 def pixel_export(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    module = PixelDiffusionModule(unet=TINY_UNET, conditioning="none", num_classes=3, in_channels=1, image_size=16)
-    t = trainer(tmp, callbacks=[NoiseScheduleCallback(name="cosine", num_train_timesteps=40)], max_steps=2)
+    module = PixelDiffusionModule(unet=TINY_UNET, conditioning="none", num_classes=3, in_channels=1, image_size=16,
+                                  noise_schedule=NoiseSchedule("cosine", 40))
+    t = trainer(tmp, callbacks=[NoiseScheduleCallback()], max_steps=2)
     t.fit(module, loader())
     ckpt = tmp / "pixel.ckpt"
     t.save_checkpoint(ckpt)
@@ -88,7 +90,7 @@ def test_latent_export_writes_unet_vae_scheduler(tmp_path):
 def test_export_cli_refuses_to_overwrite_and_names_bad_checkpoints(tmp_path, pixel_export, capsys):
     _, out = pixel_export
     assert main(["--ckpt", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "x")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
     ckpt = out.parent / "pixel.ckpt"
     assert main(["--ckpt", str(ckpt), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
@@ -96,13 +98,14 @@ def test_export_cli_refuses_to_overwrite_and_names_bad_checkpoints(tmp_path, pix
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"out: {tmp_path / 'fresh'}"
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     assert main(["--ckpt", str(tmp_path / "other.ckpt"), "--out", str(tmp_path / "y")]) == 2
-    assert "not a synthmed diffusion checkpoint" in capsys.readouterr().err
+    assert "not a checkpoint of a synthmed Pixel/LatentDiffusionModule run" in capsys.readouterr().err
 
 
 def test_ablation_unet_export_loads_in_ddpm_pipeline_when_synthmed_is_installed(tmp_path):
     module = PixelDiffusionModule(unet={"type": "ablation", "block_out_channels": [8, 16]}, conditioning="none",
-                                  num_classes=3, in_channels=1, image_size=16)
-    t = trainer(tmp_path, callbacks=[NoiseScheduleCallback(num_train_timesteps=20)], max_steps=1)
+                                  num_classes=3, in_channels=1, image_size=16,
+                                  noise_schedule=NoiseSchedule(num_train_timesteps=20))
+    t = trainer(tmp_path, callbacks=[NoiseScheduleCallback()], max_steps=1)
     t.fit(module, loader())
     t.save_checkpoint(tmp_path / "a.ckpt")
     out = export_checkpoint(tmp_path / "a.ckpt", tmp_path / "exp")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lightning_modules.stable_diffusion import StableDiffusionFinetuneModule
+from lightning_modules.optim import adamw
 from test_gen_helpers import build_tiny_sd, loader, trainer
 
 
@@ -31,7 +32,8 @@ def test_finetune_tiny_sd_on_busi_captions_then_sample(tmp_path, tiny_sd):
     batch = next(iter(data))
     assert "caption" in batch and "breast" in batch["caption"][0].lower()
     module = StableDiffusionFinetuneModule(pretrained_path=str(tiny_sd), in_channels=1, image_size=16,
-                                           num_classes=dm.num_classes, class_names=dm.class_names, lr=1e-3,
+                                           num_classes=dm.num_classes, class_names=dm.class_names,
+                                           optimizer=adamw(lr=1e-3, weight_decay=0.0),
                                            num_inference_steps=3)
     assert module.noise_schedule.name == "scaled_linear" and module.noise_schedule.beta_end == pytest.approx(0.012)
     before = {k: v.clone() for k, v in module.state_dict().items()}

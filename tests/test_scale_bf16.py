@@ -37,10 +37,13 @@ def build(name: str, folders: dict):
     from lightning_modules.classifier import ClassifierModule
     from lightning_modules.diffusion import LatentDiffusionModule, PixelDiffusionModule
     from lightning_modules.stable_diffusion import StableDiffusionFinetuneModule
+    from lightning_modules.nets.schedules import NoiseSchedule
+    from lightning_modules.optim import adamw
     from test_gen_helpers import TINY_AE
 
     diffusion = dict(conditioning="class", num_classes=3, class_names=CLASS_NAMES, in_channels=1, image_size=16,
-                     num_inference_steps=2, lr=1e-3)
+                     num_inference_steps=2, optimizer=adamw(lr=1e-3, weight_decay=0.0),
+                     noise_schedule=NoiseSchedule(num_train_timesteps=50))
     if name == "classifier":
         return ClassifierModule(arch="resnet18", num_classes=3, in_channels=1, image_size=16, class_names=CLASS_NAMES)
     if name == "autoencoder":
@@ -55,7 +58,8 @@ def build(name: str, folders: dict):
                                           "norm_num_groups": 4}, **diffusion)
     if name == "stable_diffusion":
         return StableDiffusionFinetuneModule(pretrained_path=str(folders["sd"]), in_channels=1, image_size=16,
-                                             num_classes=3, class_names=CLASS_NAMES, lr=1e-3, num_inference_steps=2,
+                                             num_classes=3, class_names=CLASS_NAMES, optimizer=adamw(lr=1e-3, weight_decay=0.0),
+                                             noise_schedule=NoiseSchedule(num_train_timesteps=50), num_inference_steps=2,
                                              caption_template="a breast ultrasound, {class_name}")
     raise ValueError(name)
 
@@ -72,7 +76,7 @@ def test_one_bf16_mixed_step(name, folders, tmp_path):
     recorder = LossRecorder()
     callbacks = [recorder]
     if "diffusion" in name:
-        callbacks += [NoiseScheduleCallback(num_train_timesteps=50), EMA(decay=0.5, update_starting_at_step=0)]
+        callbacks += [NoiseScheduleCallback(), EMA(decay=0.5, update_starting_at_step=0)]
     t = trainer(tmp_path, callbacks=callbacks, max_steps=1, precision="bf16-mixed", limit_val_batches=1)
     t.fit(module, loader(n=8, size=16), loader(n=4, size=16))
     assert t.precision == "bf16-mixed" and t.global_step == 1

@@ -55,7 +55,6 @@ trainer:
   enable_model_summary: false
   callbacks:
     - class_path: lightning_modules.callbacks.noise_schedule.NoiseScheduleCallback
-      init_args: {{num_train_timesteps: 50}}
     - class_path: lightning_modules.callbacks.ema.EMA
       init_args: {{decay: 0.9, update_starting_at_step: 0}}
     - class_path: lightning_modules.callbacks.sample_grid.SampleGridCallback
@@ -69,6 +68,7 @@ model:
     cache_latents: memory
     conditioning: class
     num_inference_steps: 2
+    noise_schedule: {{num_train_timesteps: 50}}
     unet: {{type: unet2d, block_out_channels: [16, 32], down_block_types: [DownBlock2D, DownBlock2D],
             up_block_types: [UpBlock2D, UpBlock2D], layers_per_block: 1, norm_num_groups: 8}}
 data:

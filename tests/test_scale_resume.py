@@ -71,7 +71,6 @@ trainer:
   enable_model_summary: false
   callbacks:
     - class_path: lightning_modules.callbacks.noise_schedule.NoiseScheduleCallback
-      init_args: {{name: cosine, num_train_timesteps: 100}}
     - class_path: lightning_modules.callbacks.ema.EMA
       init_args: {{decay: 0.9, update_starting_at_step: 0}}
     - class_path: lightning_modules.callbacks.checkpoint.StepCheckpoint
@@ -84,9 +83,9 @@ model:
     cache_latents: memory
     conditioning: class
     uncond_prob: 0.3
-    lr: 2.0e-3
-    warmup_steps: 2
-    lr_schedule: cosine
+    noise_schedule: {{name: cosine, num_train_timesteps: 100}}
+    optimizer: {{class_path: torch.optim.AdamW, init_args: {{lr: 2.0e-3, weight_decay: 0.0}}}}
+    lr_scheduler: {{class_path: lightning_modules.optim.WarmupCosineLR, init_args: {{warmup_steps: 2, decay: cosine}}}}
     unet: {{type: unet2d, block_out_channels: [16, 32], down_block_types: [DownBlock2D, DownBlock2D],
             up_block_types: [UpBlock2D, UpBlock2D], layers_per_block: 1, norm_num_groups: 8}}
 data:

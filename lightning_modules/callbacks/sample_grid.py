@@ -51,13 +51,20 @@ class SampleGridCallback(Callback):
     def _requests(self, pl_module) -> dict:
         k = self.num_per_class
         seeds = [self.seed + j for j in range(k)]
-        if pl_module.conditioning == "class":
-            labels = [c for c in range(pl_module.hparams.num_classes) for _ in range(k)]
-            return {"labels": labels, "seeds": seeds * pl_module.hparams.num_classes}
-        if pl_module.conditioning == "text":
+        conditioner = pl_module.conditioner
+        rows: dict = {}
+        if conditioner.uses_labels:
+            rows["labels"] = [c for c in range(pl_module.hparams.num_classes) for _ in range(k)]
+        if conditioner.uses_text:
             captions = self.captions or ["a medical image"]
-            return {"captions": [c for c in captions for _ in range(k)], "seeds": seeds * len(captions)}
-        return {"num_images": k, "seeds": seeds}
+            if conditioner.uses_labels:  # class+text: one row per class, the first caption
+                rows["captions"] = [captions[0]] * len(rows["labels"])
+            else:
+                rows["captions"] = [c for c in captions for _ in range(k)]
+        if not rows:
+            return {"num_images": k, "seeds": seeds}
+        n_rows = len(next(iter(rows.values()))) // k
+        return {**rows, "seeds": seeds * n_rows}
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         epoch = trainer.current_epoch

@@ -25,6 +25,7 @@ from torch import nn
 
 import timm
 from timm.models import adapt_input_conv
+from lightning_modules.checkpoint_io import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -252,14 +253,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"model.pretrained={str(path)!r}: no such weights file. Pass false, true "
                                 "(hub download) or the path of a .pth/.pt/.safetensors/.ckpt file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # Lightning checkpoints may pickle callback state; the user chose this file
-        log.warning("%s is not a plain tensor file; loading it with weights_only=False", path)
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+    # tensors only (safetensors, or torch.load(weights_only=True)): a file that would run code is refused
+    obj = load_weights(path, "model.init_args.pretrained")
     for key in ("state_dict", "model_state_dict", "model"):  # Lightning, common training scripts
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -1,0 +1,116 @@
+"""Injected optimizers and LR schedulers, the LightningCLI way (as lightning-hydra-template's mnist_module).
+
+Every module takes `optimizer: OptimizerCallable | None` and `lr_scheduler: LRSchedulerCallable |
+None`; in YAML:
+
+    model:
+      init_args:
+        optimizer:
+          class_path: torch.optim.AdamW
+          init_args: {lr: 1.0e-3, weight_decay: 0.0}
+        lr_scheduler:
+          class_path: lightning_modules.optim.WarmupCosineLR
+          init_args: {warmup_steps: 100, decay: cosine}
+
+and on the command line `--model.init_args.optimizer.init_args.lr 1e-4`. `None` keeps each
+module's former default (AdamW with the module's `default_optimizer` settings; constant LR), so
+results do not move. A default is `None` rather than a partial because jsonargparse can neither
+print nor override a partial; the YAMLs spell the optimizer out.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Iterable, Literal
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+
+
+class WarmupCosineLR(LRScheduler):
+    """Linear warm-up over `warmup_steps` optimizer steps, then a constant LR or a cosine decay to 0.
+
+    Args:
+        optimizer: the optimizer (given by the module).
+        warmup_steps: steps of linear warm-up, factor (step + 1) / warmup_steps.
+        decay: "constant" or "cosine" (to 0 at the run's last step).
+        total_steps: the run's length in optimizer steps; null = read from the trainer
+            (`estimated_stepping_batches`) at the first decaying step, not earlier: reading it while
+            optimizers are configured builds the train loader before Lightning restores a checkpoint,
+            so a resumed fit would lose the loader's mid-epoch position (Lightning issue #20550).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0,
+                 decay: Literal["constant", "cosine"] = "constant", total_steps: int | None = None,
+                 last_epoch: int = -1):
+        if decay not in ("constant", "cosine"):
+            raise ValueError(f"lr_scheduler decay={decay!r}; use constant or cosine")
+        self.warmup_steps, self.decay, self.total_steps = int(warmup_steps), decay, total_steps
+        self.run_length: Callable[[], int] | None = None  # set by the module; not saved
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, step: int) -> float:
+        warmup = self.warmup_steps
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.decay == "cosine" and step > warmup:  # at step == warmup the cosine factor is 1
+            if self.total_steps is None:
+                if self.run_length is None:
+                    raise RuntimeError("WarmupCosineLR(decay='cosine') needs total_steps or a trainer")
+                self.total_steps = max(1, int(self.run_length()))
+            progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
+            # float32 cosine, as the LambdaLR this replaces computed it (numbers must not move)
+            return 0.5 * (1.0 + torch.cos(torch.tensor(progress * math.pi)).item())
+        return 1.0
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in super().state_dict().items() if k != "run_length"}
+
+
+def adamw(**settings: float) -> OptimizerFactory:
+    """torch AdamW with `settings` (lr, weight_decay, ...) as an optimizer factory, for Python callers."""
+    return functools.partial(torch.optim.AdamW, **settings)
+
+
+def warmup(warmup_steps: int, decay: str = "constant", total_steps: int | None = None):
+    """A `WarmupCosineLR` factory, for Python callers."""
+    return functools.partial(WarmupCosineLR, warmup_steps=warmup_steps, decay=decay, total_steps=total_steps)
+
+
+def configure_injected(module: Any, params: Iterable, optimizer: OptimizerFactory | None,
+                       lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None,
+                       default_optimizer: dict[str, float], interval: str = "step") -> Any:
+    """What `configure_optimizers` returns for an injected optimizer (+ scheduler, stepped every `interval`)."""
+    opt = (optimizer or adamw(**default_optimizer))(params)
+    if lr_scheduler is None:
+        return opt
+    scheduler = lr_scheduler(opt)
+    if isinstance(scheduler, WarmupCosineLR) and scheduler.total_steps is None:
+        scheduler.run_length = lambda: module.trainer.estimated_stepping_batches
+    if isinstance(scheduler, WarmupCosineLR) and scheduler.warmup_steps <= 0 and scheduler.decay == "constant":
+        return opt  # a no-op schedule: same as none (and as before the injection)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+def plain_hyperparameters(module: Any, keys: tuple[str, ...] = ("optimizer", "lr_scheduler")) -> None:
+    """Keep only plain values in a module's saved hyper-parameters (after `save_hyperparameters`).
+
+    Objects with `to_dict` (the NoiseSchedule) become their dict. `optimizer`/`lr_scheduler` stay
+    only as plain config: under the CLI they are the parsed `class_path`/`init_args` dicts (kept: the
+    checkpoint records them and `torch.load(weights_only=True)` reads them); a callable passed from
+    Python would be pickled by reference, which a safe load refuses, so it is left out (a reload
+    gets the default). Both the live and the initial copy (what loggers write) are cleaned.
+    """
+    for hparams in (module.hparams, getattr(module, "_hparams_initial", {})):
+        for key in list(hparams):
+            value = hparams[key]
+            if hasattr(value, "to_dict") and not isinstance(value, dict):
+                hparams[key] = value.to_dict()
+            elif key in keys and not (value is None or isinstance(value, dict)):
+                del hparams[key]
