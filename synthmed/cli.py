@@ -17,8 +17,6 @@ from typing import Callable
 
 from synthmed.offline import configure_offline
 
-configure_offline()
-
 # verb -> "module:function"; each function takes argv (list[str]) and returns an exit code.
 EXTRA_VERBS: dict[str, str] = {
     "cv": "synthmed.cv:main",
@@ -41,6 +39,7 @@ def _load_verb(spec: str) -> Callable[[list[str]], int]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    configure_offline()  # before any verb imports a library that would phone home
     if argv and argv[0] in EXTRA_VERBS:
         return int(_load_verb(EXTRA_VERBS[argv[0]])(argv[1:]) or 0)
     if not argv or argv[0] in ("-h", "--help"):

@@ -1,7 +1,13 @@
 """`synthmed explain`: LIME explanations of a trained classifier, scored against lesion masks.
 
-    synthmed explain --ckpt logs/quickstart/version_0/checkpoints/best.ckpt --data-root phantoms/ \
+    synthmed explain --ckpt logs/quickstart/version_0/checkpoints/best.ckpt [--data-root phantoms/] \
         [--num-images 8] [--split test|all] [--out DIR] [--num-samples 300] [--top-k 5] [--seed 0]
+    synthmed explain --run logs/quickstart/version_0      (its best checkpoint)
+
+Which images: without --data-root, those of the run's own split_manifest.csv (the run directory
+of --run, or the one holding --ckpt's checkpoints/ folder): `--split test` is exactly the test
+split the run held out. With --data-root, that tree is split again with --test-fraction / --seed
+(for a tree the run never saw, or a run without a manifest).
 
 For each explained image (chosen round-robin over the classes of the split, seeded): the model's
 prediction, a `lime_image` explanation of the predicted class on SLIC superpixels, an overlay PNG
@@ -24,15 +30,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from skimage.segmentation import find_boundaries, slic
+
 from synthmed.offline import configure_offline
 from synthmed.runs import fresh_out_dir
-
-configure_offline()
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-from skimage.segmentation import find_boundaries, slic  # noqa: E402
 
 # SLIC on the gray level: superpixels follow the lesion's dark margin at 32-128 px (quickshift
 # needs colour and over-segments speckle). ~40 segments keep LIME's 2^n masks sampleable.
@@ -56,12 +60,17 @@ class Item:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthmed explain", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="ClassifierModule checkpoint (.ckpt)")
-    parser.add_argument("--data-root", required=True, help="class-per-folder image tree (masks as <stem>_mask*.png)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="ClassifierModule checkpoint (.ckpt)")
+    source.add_argument("--run", help="a fit run directory: its best checkpoint and its split_manifest.csv")
+    parser.add_argument("--data-root", default=None, help="class-per-folder image tree (masks as <stem>_mask*.png); "
+                        "default: the run's split_manifest.csv")
     parser.add_argument("--num-images", type=int, default=8, help="images to explain (default 8)")
     parser.add_argument("--split", choices=("test", "all"), default="test",
-                        help="the tree's held-out test split (same split options as training) or all images")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="test split fraction, as in training (0.2)")
+                        help="the held-out test split (the run's, or --data-root's with the split options below) "
+                             "or all images")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="with --data-root: test split fraction, as in training (0.2)")
     parser.add_argument("--out", default=None, help="output folder (default <ckpt dir>/../explain); "
                         "never reused if it holds results: a new sibling folder is made")
     parser.add_argument("--num-samples", type=int, default=300, help="LIME perturbations per image (300)")
@@ -84,9 +93,31 @@ def load_classifier(ckpt: str):
     return model.eval()
 
 
-def load_items(model, data_root: str, split: str, num_images: int, seed: int,
-               test_fraction: float) -> tuple[list[Item], list[str]]:
-    """Pick `num_images` images (round-robin over classes) from the tree's `split`."""
+def resolve_inputs(args) -> tuple[str, Path | None]:
+    """(checkpoint, the run's split_manifest.csv or None) from --ckpt / --run / --data-root."""
+    from synthmed import runs
+
+    if args.run:
+        try:
+            ckpt = str(runs.find_checkpoint(args.run))
+        except runs.RunDirError as exc:
+            raise ExplainError(f"--run {args.run}: {exc}; pass a run directory written by `synthmed fit`") from exc
+        run_dir: Path | None = Path(args.run)
+    else:
+        ckpt, run_dir = args.ckpt, runs.run_dir_of_checkpoint(args.ckpt)
+    if args.data_root or not Path(ckpt).is_file():  # (a missing --ckpt is reported by load_classifier)
+        return ckpt, None
+    manifest = runs.split_manifest(run_dir) if run_dir is not None else None
+    if manifest is None:
+        where = f"{run_dir} has no {runs.SPLIT_MANIFEST}" if run_dir is not None else \
+            f"--ckpt {ckpt} is not inside a run directory (<run>/checkpoints/)"
+        raise ExplainError(f"{where}, so the run's own split is unknown: pass --data-root TREE (split again with "
+                           "--test-fraction / --seed)")
+    return ckpt, manifest
+
+
+def tree_data(model, data_root: str, seed: int, test_fraction: float):
+    """`data_root` split again as training would with these options (masks loaded)."""
     from datamodules.image_folder import ImageFolderDataModule
 
     hp = model.hparams
@@ -100,6 +131,27 @@ def load_items(model, data_root: str, split: str, num_images: int, seed: int,
     if ckpt_names is not None and ckpt_names != list(dm.class_names):
         raise ExplainError(f"class names differ: the checkpoint was trained on {ckpt_names} but --data-root "
                            f"{data_root} has {list(dm.class_names)}; explain on a tree with the same classes")
+    return dm
+
+
+def manifest_data(model, manifest: Path):
+    """The images of the run's split_manifest.csv, resized as the run did (its config's resize_mode)."""
+    from synthmed import runs
+    from synthmed.run_images import RunManifestError, RunManifestImages
+
+    hp = model.hparams
+    names = list(hp.class_names) if hp.get("class_names") else [str(i) for i in range(int(hp.num_classes))]
+    data_args = (runs.read_config(manifest.parent).get("data") or {}).get("init_args") or {}
+    try:
+        return RunManifestImages(manifest, names, int(hp.image_size), int(hp.in_channels),
+                                 resize_mode=str(data_args.get("resize_mode") or "pad"))
+    except RunManifestError as exc:
+        raise ExplainError(str(exc)) from exc
+
+
+def load_items(dm, split: str, num_images: int, seed: int) -> tuple[list[Item], list[str]]:
+    """Pick `num_images` images (round-robin over classes) from the data's `split`."""
+    source = f"--data-root {dm.root}" if hasattr(dm, "root") else dm.describe_source()
     dm.setup(None if split == "all" else "test")
     manifest = dm.manifest
     splits = ["train", "val", "test"] if split == "all" else ["test"]
@@ -108,7 +160,7 @@ def load_items(model, data_root: str, split: str, num_images: int, seed: int,
         if (manifest["split"] == name).any():
             pool += [(name, i) for i in range(len(dm.dataset(name)))]
     if not pool:
-        raise ExplainError(f"--data-root {data_root} has no images in the {split} split; try --split all")
+        raise ExplainError(f"{source} has no images in the {split} split; try --split all")
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[tuple[str, int]]] = {}
     for name, i in (pool[j] for j in rng.permutation(len(pool))):
@@ -241,6 +293,7 @@ def summarise(records: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_offline()  # before lime / datamodules import albumentations and the hub clients
     args = build_parser().parse_args(argv)
     from lime.lime_image import LimeImageExplainer
     from torch.utils.tensorboard import SummaryWriter
@@ -255,13 +308,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     start = time.perf_counter()
     try:
-        model = load_classifier(args.ckpt)
-        items, class_names = load_items(model, args.data_root, args.split, args.num_images, args.seed,
-                                        args.test_fraction)
+        ckpt, manifest = resolve_inputs(args)
+        model = load_classifier(ckpt)
+        dm = manifest_data(model, manifest) if manifest else tree_data(model, args.data_root, args.seed,
+                                                                         args.test_fraction)
+        items, class_names = load_items(dm, args.split, args.num_images, args.seed)
     except (ExplainError, DataTreeError) as exc:
         print(f"explain: {exc}", file=sys.stderr)
         return 2
-    out = resolve_out_dir(args.ckpt, args.out)
+    out = resolve_out_dir(ckpt, args.out)
     (out / "overlays").mkdir()
     classify = make_classifier_fn(model, int(model.hparams.in_channels), args.batch_size)
     explainer = LimeImageExplainer(random_state=args.seed)
@@ -287,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if summary.get(key) is not None:
             writer.add_scalar(f"lime/{key}", summary[key], 0)
     writer.close()
-    settings = dict(vars(args))
+    settings = dict(vars(args), ckpt=ckpt, split_manifest=str(manifest) if manifest else None)
     settings.update(segmentation={"method": "skimage.segmentation.slic", "n_segments": SLIC_SEGMENTS,
                                   "compactness": SLIC_COMPACTNESS, "sigma": "image_size / 64"},
                     hide_color="image mean gray", class_names=class_names, arch=model.hparams.get("arch"),
