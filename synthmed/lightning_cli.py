@@ -20,7 +20,7 @@ from lightning_modules.callbacks.random_state import ResumeRandomState
 from synthmed.runs import RunRecorder
 
 # Data attributes that are passed to the model when its __init__ takes a parameter of that name,
-# so a YAML never states them twice (the DESIGN.md "link" contract).
+# so a YAML never states them twice (see `_link_data_to_model`).
 DATA_TO_MODEL_LINKS = {
     "num_classes": "num_classes",
     "channels": "in_channels",
