@@ -4,7 +4,10 @@
 `<output_dir>/<class>/<index>.png` (see `lightning_modules.callbacks.synthetic_writer`). The
 requests are (class, index, seed) rows; at `setup` every index whose PNG already exists and
 is complete is skipped, so a rerun after a kill continues where it stopped. Seeds depend only
-on (seed, class, index), so a resumed set is identical to an uninterrupted one.
+on (seed, class, index), so a resumed set is identical to an uninterrupted one. One folder holds
+one set: `synthetic_set.json` records the generator checkpoint's hash and the sampling settings,
+and a request with other settings, or a non-empty folder without the record, is refused before
+any file is written (`datamodules.synthetic_set_record`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+
+from datamodules.hashing import file_sha256
+from datamodules.synthetic_set_record import check_or_write_record
 
 log = logging.getLogger(__name__)
 SEED_KEY = "synthmed_seed"  # PNG text chunk that marks a finished synthmed image
@@ -121,6 +127,8 @@ class GenerationDataModule(LightningDataModule):
         self.output_dir = Path(output_dir)
         self.seed, self.batch_size, self.num_workers, self.captions = seed, batch_size, num_workers, captions
         self.requests: list[dict[str, Any]] = []
+        self.checkpoint_sha256 = "none"
+        self.checkpoint_path: str | None = None  # the generator checkpoint `predict` restores (set by the CLI)
         if sampler is not None and sampler not in ("ddim", "ddpm"):
             raise ValueError(f"data.sampler={sampler!r}; use ddim or ddpm")
         self.sampling = {k: v for k, v in {"sampler": sampler, "num_inference_steps": num_inference_steps,
@@ -143,10 +151,38 @@ class GenerationDataModule(LightningDataModule):
                 rows.append(row)
         return rows
 
+    def set_record(self) -> dict[str, Any]:
+        """What this set is generated with (see `datamodules.synthetic_set_record`): the generator
+        checkpoint's sha256 and the effective sampling settings (the model's, overridden by ours)."""
+        trainer = self.trainer
+        # Lightning learns `predict(ckpt_path=...)` only after setup: the CLI sets `checkpoint_path` for it
+        ckpt = self.checkpoint_path or (getattr(trainer, "ckpt_path", None) if trainer is not None else None)
+        self.checkpoint_sha256 = file_sha256(ckpt) if ckpt and Path(ckpt).is_file() else "none"
+        hparams = getattr(getattr(trainer, "lightning_module", None), "hparams", None) or {}
+        sampling = {k: hparams[k] for k in ("sampler", "num_inference_steps", "guidance_scale", "eta") if k in hparams}
+        sampling.update(self.sampling)
+        return {"checkpoint_sha256": self.checkpoint_sha256, "checkpoint": str(ckpt) if ckpt else None,
+                **sampling, "seed": self.seed, "class_names": self.class_names, "captions": self.captions,
+                "image_size": self.image_size, "channels": self.channels, "num_per_class": self.num_per_class}
+
+    def _check_output_dir(self) -> None:
+        """Refuse a folder holding anything but this same set, before anything is written (rank zero
+        decides and writes the record; the other ranks check it after a barrier)."""
+        trainer = self.trainer
+        rank_zero = trainer is None or trainer.is_global_zero
+        record = self.set_record()
+        if rank_zero:
+            check_or_write_record(self.output_dir, record, write=True)
+        if trainer is not None and trainer.world_size > 1:
+            trainer.strategy.barrier("synthetic_set_record")
+        if not rank_zero:
+            check_or_write_record(self.output_dir, record, write=False)
+
     def setup(self, stage: str) -> None:
         if stage != "predict":
             raise ValueError(f"GenerationDataModule only serves `predict` (got {stage!r}); train the generator "
                              "with an image DataModule")
+        self._check_output_dir()
         self.requests = self.pending()
         if not self.requests and self.output_dir.is_dir():
             write_metadata(self.output_dir, self.class_names)  # e.g. killed after the last image

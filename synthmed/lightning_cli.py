@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_modules.callbacks.random_state import ResumeRandomState
+from lightning_modules.checkpoint_io import CheckpointError, check_checkpoint_for_model
 from synthmed.runs import RunRecorder
 
 # Data attributes that are passed to the model when its __init__ takes a parameter of that name,
@@ -79,13 +80,27 @@ class SynthmedCLI(LightningCLI):
         parser.add_argument("--run_version", type=str | None, default=None,
                             help="Fixed version sub-folder (used by cv / sweeps); default version_N")
 
+    def _parse_ckpt_path(self) -> None:
+        """Check `--ckpt_path` first: no code from the file, and written by this config's kind of model."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path:
+            model_cfg = self.config[subcommand].get("model")
+            class_path = model_cfg.get("class_path") if model_cfg is not None and hasattr(model_cfg, "get") else None
+            try:
+                check_checkpoint_for_model(ckpt_path, _resolve_class(class_path) if class_path else None)
+            except CheckpointError as err:
+                raise SystemExit(f"synthmed {subcommand}: {err}") from None
+        super()._parse_ckpt_path()
+
     # ---- before instantiation: logger + data->model links -----------------------------------
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         if self.subcommand == "fit" and config.get("ckpt_path"):
             self._continue_run_directory(config)
-        if trainer.logger in (None, True):
+        default_logger = trainer.logger in (None, True)
+        if default_logger:
             trainer.logger = {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {"save_dir": config.logs_root, "name": config.experiment,
@@ -93,6 +108,47 @@ class SynthmedCLI(LightningCLI):
             }
         self._link_data_to_model(config)
         self._skip_initial_weights_when_resuming(config)
+        if default_logger and config.run_version is not None:
+            self._refuse_a_used_run_directory(config)
+
+    def _refuse_a_used_run_directory(self, config) -> None:
+        """A fixed `run_version` whose directory already holds a run is used again only to resume it.
+
+        A second fit there mixed two runs: config.yaml and metrics.json were replaced while
+        checkpoints/last.ckpt stayed the first run's (the new one went to last-v1.ckpt). So `fit` is
+        refused unless it resumes (`--ckpt_path last` or a checkpoint inside the directory), and
+        validate / test / predict unless their resolved config equals the stored config.yaml (a rerun
+        of the same request, e.g. a killed `predict` continued). Nothing is written before this check.
+        """
+        run_dir = Path(config.logs_root) / str(config.experiment) / str(config.run_version)
+        held = previous_run_files(run_dir)
+        if not held:
+            return
+        if self.subcommand == "fit":
+            if config.get("ckpt_path") and resumes_run(str(config.ckpt_path), run_dir):
+                return
+            why = "a new fit there would mix with it (its checkpoints/last.ckpt would stay the old run's)"
+        else:
+            if self._same_config_as_stored(config, run_dir / "config.yaml"):
+                return
+            why = f"this {self.subcommand} has another config than its config.yaml"
+        raise RunDirectoryInUse(
+            f"run directory {run_dir} already holds a run ({', '.join(held)}); {why}, so nothing was started "
+            f"and nothing in it was changed. To continue that run: the same command with --ckpt_path last. "
+            f"To keep it and start another: --run_version <new name> (or --run_version null for the next "
+            f"{Path(config.logs_root) / str(config.experiment)}/version_N), or --experiment <name>. "
+            f"To replace it: move {run_dir} away first.")
+
+    def _same_config_as_stored(self, config, stored: Path) -> bool:
+        if not stored.is_file():
+            return False
+        try:
+            import yaml
+
+            now = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))
+            return now == yaml.safe_load(stored.read_text())
+        except Exception:  # noqa: BLE001 - a config that cannot be compared counts as different
+            return False
 
     def _continue_run_directory(self, config) -> None:
         """A resumed fit continues in the checkpoint's run directory and keeps its config.yaml."""
@@ -167,8 +223,39 @@ class SynthmedCLI(LightningCLI):
     after_validate = _after_eval
     after_test = _after_eval
 
+    def before_predict(self) -> None:
+        # a synthetic-set DataModule records the generator checkpoint's hash at setup, before Lightning
+        # itself knows `--ckpt_path` (datamodules.synthetic_set_record)
+        if hasattr(self.datamodule, "checkpoint_path"):
+            self.datamodule.checkpoint_path = self.config[self.subcommand].get("ckpt_path")
+
     def after_predict(self) -> None:
         self._recorder().finish()
+
+
+class RunDirectoryInUse(RuntimeError):
+    """A fixed run_version's directory holds another run; the message names it and the ways on."""
+
+
+# What a synthmed / Lightning run leaves in its directory. `sweep` writes overrides.json and sweep.log
+# there before the run starts, so those do not count.
+RUN_MARKERS = ("config.yaml", "metrics.json", "hparams.yaml", "split_manifest.csv", "events.out.tfevents.*",
+               "checkpoints/*")
+
+
+def previous_run_files(run_dir: Path, limit: int = 6) -> list[str]:
+    """Names of the files of an earlier run in `run_dir` ([] when there is none)."""
+    if not run_dir.is_dir():
+        return []
+    found = sorted({p.relative_to(run_dir).as_posix() for pattern in RUN_MARKERS for p in run_dir.glob(pattern)})
+    return found[:limit] + ([f"... {len(found)} files"] if len(found) > limit else [])
+
+
+def resumes_run(ckpt_path: str, run_dir: Path) -> bool:
+    """True when `fit --ckpt_path` continues the run in `run_dir` ("last", or a file inside it)."""
+    if ckpt_path == "last":
+        return True
+    return Path(ckpt_path).resolve().is_relative_to(run_dir.resolve())
 
 
 def resumed_run_directory(ckpt_path: str, experiment_dir: Path) -> Path | None:

@@ -25,7 +25,7 @@ trainer:
       init_args: {{monitor: val/loss, mode: min, save_last: true}}
 model:
   class_path: lightning_modules.classifier.ClassifierModule
-  init_args: {{arch: resnet18, lr: 0.001}}
+  init_args: {{arch: resnet18}}  # default optimizer: AdamW lr 1e-3
 data:
   class_path: datamodules.phantoms.PhantomDataModule
   init_args: {{num_per_class: 16, image_size: 24, batch_size: 8}}

@@ -18,6 +18,7 @@ from PIL import Image
 
 from datamodules.generation import GenerationDataModule, is_complete, request_seed
 from lightning_modules.callbacks.noise_schedule import NoiseScheduleCallback
+from lightning_modules.nets.schedules import NoiseSchedule
 from lightning_modules.callbacks.synthetic_writer import SyntheticSetWriter
 from lightning_modules.diffusion import PixelDiffusionModule
 from test_gen_helpers import CLASS_NAMES, TINY_UNET, loader, trainer
@@ -30,8 +31,9 @@ def pixel_ckpt(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pix")
     torch.manual_seed(0)
     module = PixelDiffusionModule(unet=TINY_UNET, conditioning="class", num_classes=3, class_names=CLASS_NAMES,
-                                  in_channels=1, image_size=16, num_inference_steps=3, guidance_scale=2.0)
-    t = trainer(tmp, callbacks=[NoiseScheduleCallback(num_train_timesteps=200)], max_steps=1)
+                                  in_channels=1, image_size=16, num_inference_steps=3, guidance_scale=2.0,
+                                  noise_schedule=NoiseSchedule(num_train_timesteps=200))
+    t = trainer(tmp, callbacks=[NoiseScheduleCallback()], max_steps=1)
     t.fit(module, loader())
     path = tmp / "pixel.ckpt"
     t.save_checkpoint(path)
@@ -91,6 +93,7 @@ def test_generation_datamodule_validates_and_skips_broken_files(tmp_path):
     with pytest.raises(ValueError, match="captions"):
         GenerationDataModule(num_per_class=2, class_names=["a", "b"], captions={"a": "x"})
     dm = GenerationDataModule(num_per_class=2, class_names=["a"], output_dir=str(tmp_path))
+    dm.setup("predict")  # a killed run had written synthetic_set.json before its first image
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "000000.png").write_bytes(b"\x89PNG truncated")
     (tmp_path / "a" / ".000001.png.tmp123").write_bytes(b"partial")

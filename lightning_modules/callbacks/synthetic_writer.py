@@ -78,7 +78,8 @@ class SyntheticSetWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._out, self._class_names = self._resolve(trainer)
         self._out.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_sha256 = file_sha256(trainer.ckpt_path)
+        known = getattr(trainer.datamodule, "checkpoint_sha256", None)  # GenerationDataModule hashed it already
+        self.checkpoint_sha256 = known if known not in (None, "none") else file_sha256(trainer.ckpt_path)
         self.written = 0
 
     def write_on_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", prediction: dict[str, Any],
