@@ -20,6 +20,7 @@ from lightning_modules.classifier import ClassifierModule
 from synthmed.evaluate.cli import main
 from synthmed.evaluate.extractors import AutoencoderExtractor, ClassifierExtractor, extract_features
 from synthmed.evaluate.images import load_image_set
+from synthmed.evaluate.results import find, read_results
 
 SIZE = 32
 PER_CLASS = 8
@@ -100,7 +101,14 @@ def a_vs(data):
 
 
 def key(record: dict, base: str) -> float:
-    return record["metrics"][f"{base}[{record['extractor']['name']}]"]
+    """The pooled value of a feature-space metric (FID's value is kept in the JSON even when unreliable)."""
+    return find(read_results(record), base, record["extractor"]["name"]).value
+
+
+def px(record: dict, base: str, definition: str = ""):
+    """A pooled metric without feature space: its value, or the reason it has none."""
+    result = find(read_results(record), base, definition)
+    return result.value if result.value is not None else {"computed": False, "reason": result.reason}
 
 
 def test_a_set_against_itself_scores_fid_zero_and_ssim_one(capsys, data):
@@ -111,31 +119,31 @@ def test_a_set_against_itself_scores_fid_zero_and_ssim_one(capsys, data):
     scale = float(torch.cov(feats.T.double()).trace())
     assert abs(key(record, "fid")) < 1e-3 * scale
     assert key(record, "precision") == key(record, "recall") == key(record, "coverage") == 1.0
-    assert record["metrics"]["ssim[nearest_real]"] == pytest.approx(1.0, abs=1e-6)
-    assert record["metrics"]["ms_ssim[nearest_real]"] == pytest.approx(1.0, abs=1e-6)
-    assert record["metrics"]["psnr[nearest_real]"] == "inf"  # identical pairs, written as a string in strict JSON
-    assert record["metrics"]["ssim[random_pairs]"] < 0.9
-    assert record["metrics"]["lpips"] == {"computed": False,
+    assert px(record, "ssim", "nearest_real") == pytest.approx(1.0, abs=1e-6)
+    assert px(record, "ms_ssim", "nearest_real") == pytest.approx(1.0, abs=1e-6)
+    assert px(record, "psnr", "nearest_real") == float("inf")  # identical pairs ("inf" in strict JSON, read back)
+    assert px(record, "ssim", "random_pairs") < 0.9
+    assert px(record, "lpips") == {"computed": False,
                                           "reason": "not computed: no local weights (pass --lpips-weights)"}
-    assert record["metrics"]["clip_score"]["computed"] is False
-    assert record["metrics"]["near_copy_fraction"]["computed"] is False
+    assert px(record, "clip_score")["computed"] is False
+    assert px(record, "near_copy_fraction")["computed"] is False
     assert record["settings"]["pixel"]["ms_ssim"]["kernel_size"] == 3  # 32 px: small-image settings, recorded
     assert record["inputs"]["real"]["n_images"] == 3 * PER_CLASS  # masks skipped
     assert record["inputs"]["real"]["skipped_mask_files"] == 3 * PER_CLASS
     md = (out / "evaluation.md").read_text()
-    assert f"`fid[{name}]`" in md and "kernel_size=3, betas=(0.2, 0.3, 0.5)" in md
+    assert f"`kid[{name}]`" in md and "kernel_size=3, betas=(0.2, 0.3, 0.5)" in md
     assert "not computed: no local weights" in md
 
 
 def test_two_halves_score_far_better_than_noise(a_vs):
     halves, noise = a_vs("b"), a_vs("noise")
     assert key(halves, "fid") * 10 < key(noise, "fid")
-    assert key(halves, "kid_mean") < key(noise, "kid_mean")
+    assert key(halves, "kid") < key(noise, "kid")
     for metric in ("precision", "density", "coverage"):
         assert key(halves, metric) > key(noise, metric) + 0.5, metric
     # recall only orders: widely scattered noise features make large k-NN balls that cover some reals
     assert key(halves, "recall") > key(noise, "recall")
-    assert halves["metrics"]["ssim[random_pairs]"] > noise["metrics"]["ssim[random_pairs]"]
+    assert px(halves, "ssim", "random_pairs") > px(noise, "ssim", "random_pairs")
 
 
 def test_fid_equals_torchmetrics_fed_with_the_extractor_itself(data, a_vs):
@@ -155,25 +163,30 @@ def test_fid_equals_torchmetrics_fed_with_the_extractor_itself(data, a_vs):
     assert key(record, "fid") == pytest.approx(float(metric.compute()), rel=1e-4)
 
 
-def test_memorisation_flags_copies_of_training_images_and_not_noise(capsys, data, tmp_path):
+def test_copy_audit_flags_copies_of_training_images_and_not_noise(capsys, data, tmp_path):
     fake = tmp_path / "fake"
     fake.mkdir()
     train_files = sorted(p for p in Path(data["train"]).rglob("*.png") if "_mask" not in p.name)
     for p in train_files[::4]:  # 6 exact copies
         shutil.copy(p, fake / f"copy_{p.name}")
     write_noise_tree(fake, 2, SIZE, seed=5, flat=True)  # 6 noise images
-    record, out = evaluate_json(capsys, data, fake, "--train", data["train"])
-    memo = record["memorisation"]
-    assert memo["fake_files_identical_to_train"] == 6 and memo["real_files_identical_to_train"] == 0
-    for space, result in memo["spaces"].items():
-        assert result["computed"] and result["near_copies"] == 6, space
+    real = write_phantom_tree(tmp_path / "real", 14, SIZE, seed=3)  # 42 held-out reals: p-values can reach 0.025
+    record, out = evaluate_json(capsys, data, fake, "--train", data["train"], real=real)
+    audit = record["copy_audit"]
+    assert audit["fake_files_identical_to_train"] == 6 and audit["real_files_identical_to_train"] == 0
+    assert audit["method"].startswith("conformal") and "Meehan, Chaudhuri & Dasgupta" in audit["reference"]
+    for space, result in audit["representations"].items():
         closest = result["closest_pairs"]
-        assert len(closest) == 8 and all(Path(c["fake"]).name.startswith("copy_") for c in closest[:6])
-        assert all(c["distance"] < 1e-6 for c in closest[:6]) and closest[6]["distance"] > result["threshold"]
+        assert len(closest) == 8 and all(Path(c["fake"]).name.startswith("copy_") for c in closest[:6]), space
+        assert all(c["distance"] < 1e-6 for c in closest[:6]) and closest[6]["distance"] > 1e-3
         assert (out / result["closest_pairs_png"]).is_file()
-    assert record["metrics"]["near_copy_fraction[pixel]"] == 0.5
-    assert key(record, "near_copy_fraction") == 0.5
-    assert Image.open(out / "closest_pairs_pixel.png").size[0] > 8 * 96
+    assert key(record, "near_copy_fraction") == 0.5  # the 6 copies, not the 6 noise images
+    assert px(record, "near_copy_fraction", "pixel-highpass") == 0.5
+    # half exact copies (closer than every held-out image), half noise (farther): C_T balances out near 0
+    assert abs(key(record, "data_copying_z")) < 1
+    assert Image.open(out / "closest_pairs_pixel-highpass.png").size[0] > 8 * 96
+    md = (out / "evaluation.md").read_text()
+    assert "Meehan, Chaudhuri & Dasgupta" in md and "data_copying_z" in md
 
 
 def test_out_dir_is_never_overwritten_and_errors_name_the_option(capsys, data, tmp_path):
@@ -188,7 +201,7 @@ def test_out_dir_is_never_overwritten_and_errors_name_the_option(capsys, data, t
     rc, lines, _ = run(capsys, "--real", data["a"], "--fake", data["a"], "--extractor", f"classifier:{data['ckpt']}",
                        "--max-images", "12")
     record = json.loads((Path(lines[-1].removeprefix("run_dir: ")) / "evaluation.json").read_text())
-    assert rc == 0 and record["metrics"]["ssim[nearest_real]"] == pytest.approx(1.0, abs=1e-6)
+    assert rc == 0 and px(record, "ssim", "nearest_real") == pytest.approx(1.0, abs=1e-6)
 
     rc, _, err = run(capsys, "--real", data["a"], "--fake", data["b"], "--out", tmp_path / "x")
     assert rc == 2 and "--extractor classifier:<ckpt>" in err and not (tmp_path / "x").exists()
@@ -236,9 +249,9 @@ def test_lpips_and_clip_score_from_local_weights(capsys, data, tmp_path):
     clip_dir = write_tiny_clip(tmp_path / "clip")
     record, _ = evaluate_json(capsys, data, data["a"], "--lpips-weights", weights, "--lpips-net", "squeeze",
                               "--clip-model", clip_dir)
-    assert record["metrics"]["lpips[nearest_real]"] == pytest.approx(0.0, abs=1e-6)
-    assert record["metrics"]["lpips[random_pairs]"] > 0.0
-    assert isinstance(record["metrics"]["clip_score"], float)
+    assert px(record, "lpips", "nearest_real") == pytest.approx(0.0, abs=1e-6)
+    assert px(record, "lpips", "random_pairs") > 0.0
+    assert isinstance(px(record, "clip_score"), float)
     assert record["settings"]["clip_score"]["prompts"] == "--clip-prompt 'a medical image of {class}'"
     assert torch.hub.get_dir() != str(tmp_path)  # the temporary hub dir is restored
 
@@ -297,7 +310,7 @@ def test_inception_extractor_from_a_local_file_matches_torchmetrics_fid(capsys, 
                          "--inception-weights", weights, "--max-images", "8", "--k", "2", "--image-size", "64")
     assert rc == 0, err
     record = json.loads((Path(lines[-1].removeprefix("run_dir: ")) / "evaluation.json").read_text())
-    assert "fid[inception]" in record["metrics"] and record["extractor"]["weights"] == str(weights)
+    assert find(read_results(record), "fid", "inception") is not None and record["extractor"]["weights"] == str(weights)
     metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights))
     with torch.inference_mode():
         for folder, real in ((data["a"], True), (data["noise"], False)):
@@ -305,4 +318,4 @@ def test_inception_extractor_from_a_local_file_matches_torchmetrics_fid(capsys, 
             metric.update(images, real=real)
     expected = float(metric.compute())
     assert expected > 1e-3  # non-degenerate features, so the comparison means something
-    assert record["metrics"]["fid[inception]"] == pytest.approx(expected, rel=1e-3)
+    assert px(record, "fid", "inception") == pytest.approx(expected, rel=1e-3)

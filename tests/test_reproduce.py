@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synthmed.evaluate.report import format_value
+from synthmed.evaluate.results import find, read_results
 from synthmed.pipeline.spec import PipelineError, load_pipeline
 from synthmed.pipeline.runner import main
 
@@ -75,13 +77,13 @@ def test_tiny_pipeline_writes_report_with_our_and_paper_rows(tiny_run, capsys):
     paper = next(line for line in report.splitlines() if "| paper |" in line)
     assert "| 50 |" in paper and "not reported" in paper
     assert "fid[classifier:resnet18@" in report and "synthmed evaluate --real" in report
-    metrics = json.loads((out / "evaluate" / "evaluation.json").read_text())["metrics"]
+    results = read_results(json.loads((out / "evaluate" / "evaluation.json").read_text()))
     ssim = [line for line in report.splitlines() if line.startswith("| train-vs-test | SSIM | 0.50 |")]
-    assert ssim == [f"| train-vs-test | SSIM | 0.50 | `ssim[{d}]` | {metrics[f'ssim[{d}]']:.4g} | 36 / 36 |"
+    assert ssim == [f"| train-vs-test | SSIM | 0.50 | `ssim[{d}]` | {format_value(find(results, 'ssim', d))} | 36 / 36 |"
                     for d in ("nearest_real", "random_pairs")]
+    assert all(" [" in line for line in ssim)  # each value with its 95 % interval
     (fid,) = [line for line in report.splitlines() if line.startswith("| train-vs-test | FID | not reported |")]
-    fid_key = next(k for k in metrics if k.startswith("fid["))
-    assert f"| `{fid_key}` | {metrics[fid_key]:.4g} |" in fid
+    assert "| `fid[classifier:resnet18@" in fid and "unreliable: 36 images < 512 feature dimensions" in fid
     state = json.loads((out / "pipeline_state.json").read_text())
     assert {s: r["status"] for s, r in state["stages"].items()} == dict.fromkeys(
         ["real_train", "real_test", "trtr", "evaluate"], "complete")

@@ -5,10 +5,12 @@
         [--max-images N] [--seed 0] [--out DIR]
 
 DIRs are ImageFolder trees (one sub-folder per class) or flat folders; `*_mask*` files are
-skipped. Writes `<out>/evaluation.json`, `<out>/evaluation.md` (and, with --train, the closest
-fake/train pairs as PNGs), prints the metric table and ends with `run_dir: <out>`.
-Every feature-space metric names its extractor (`fid[classifier:resnet18@1a2b3c4d]`); LPIPS and
-CLIP score are computed only from local weights, otherwise reported as not computed.
+skipped. Writes `<out>/evaluation.json` (typed results: name, feature space or definition, value,
+n_real, n_fake, direction, seeded bootstrap 95 % interval, reliability), `<out>/evaluation.md`
+(and, with --train, the copy audit's closest fake/train pairs as PNGs), prints the metric table
+and ends with `run_dir: <out>`. Every feature-space metric names its extractor
+(`fid[classifier:resnet18@1a2b3c4d]`); FID from fewer images than feature dimensions is marked
+unreliable; LPIPS and CLIP score are computed only from local weights, otherwise not computed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from synthmed.offline import configure_offline
 configure_offline()
 
 from synthmed.evaluate.manifold import DEFAULT_K  # noqa: E402
-from synthmed.evaluate.memorisation import NEAR_COPY_PERCENTILE  # noqa: E402
+from synthmed.evaluate.bootstrap import DEFAULT_ROUNDS  # noqa: E402
 from synthmed.runs import fresh_out_dir
 
 
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", required=True, help="real images (held out from the generator's training): a folder, or a run's "
                    "split_manifest.csv[:splits] (default split: test)")
     p.add_argument("--fake", required=True, help="generated images")
-    p.add_argument("--train", default=None, help="the generator's training images (enables the memorisation audit): a folder, or "
+    p.add_argument("--train", default=None, help="the generator's training images (enables the copy audit): a folder, or "
                    "the generator run's split_manifest.csv[:splits] (default splits: train,val)")
     p.add_argument("--extractor", default=None,
                    help="classifier:<ckpt> | inception | autoencoder:<ckpt> (required: no default downloads weights)")
@@ -49,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=None, help="seeded random subset of at most N images per set")
     p.add_argument("--seed", type=int, default=0, help="seed of subsets, random pairs and KID subsets (0)")
     p.add_argument("--k", type=int, default=DEFAULT_K, help=f"neighbours of the k-NN manifolds ({DEFAULT_K})")
-    p.add_argument("--near-copy-percentile", type=float, default=NEAR_COPY_PERCENTILE,
-                   help=f"near-copy threshold percentile of real-to-train distances ({NEAR_COPY_PERCENTILE:g})")
+    p.add_argument("--bootstrap-rounds", type=int, default=DEFAULT_ROUNDS,
+                   help=f"seeded bootstrap rounds of every 95 %% interval ({DEFAULT_ROUNDS}; 0: no intervals)")
     p.add_argument("--resize-mode", default="pad", choices=("pad", "stretch", "crop"), help="as the DataModules (pad)")
     p.add_argument("--batch-size", type=int, default=64, help="feature-extraction batch size (64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
@@ -68,8 +70,8 @@ def resolve_out_dir(out: str | None) -> Path:
 def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.k < 1:
         parser.error(f"--k {args.k} must be >= 1")
-    if not 0 < args.near_copy_percentile < 100:
-        parser.error(f"--near-copy-percentile {args.near_copy_percentile} must be in (0, 100)")
+    if args.bootstrap_rounds < 0:
+        parser.error(f"--bootstrap-rounds {args.bootstrap_rounds} must be >= 0")
     if args.image_size is not None and args.image_size < 16:
         parser.error(f"--image-size {args.image_size} must be >= 16")
     if args.batch_size < 1:

@@ -22,10 +22,6 @@ LPIPS_BACKBONES = {"alex": ("alexnet", "AlexNet_Weights"), "vgg": ("vgg16", "VGG
 CAPTION_COLUMNS = ("caption", "text_caption", "prompt")
 
 
-def not_computed(reason: str) -> dict:
-    return {"computed": False, "reason": f"not computed: {reason}"}
-
-
 class PerceptualError(ValueError):
     """A given LPIPS/CLIP weights path is unusable; the message names the option."""
 
@@ -73,15 +69,15 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def lpips_pairs(metric, fake: torch.Tensor, real: torch.Tensor, real_index: torch.Tensor,
-                batch_size: int = 32) -> float:
-    """Mean LPIPS of fake[i] vs real[real_index[i]] (float images in [0, 1])."""
+                batch_size: int = 32) -> torch.Tensor:
+    """LPIPS of each pair fake[i] vs real[real_index[i]] (float images in [0, 1])."""
     scores = []
     for start in range(0, fake.shape[0], batch_size):
         f = _rgb(fake[start:start + batch_size].float())
         r = _rgb(real[real_index[start:start + batch_size]].float())
         scores.append(metric(f, r).reshape(-1))
         metric.reset()
-    return float(torch.cat(scores).double().mean())
+    return torch.cat(scores).double()
 
 
 class _ClipFeatureTensors(torch.nn.Module):
@@ -164,9 +160,14 @@ def prompts_for(paths: list[str], labels: list[int], class_names: list[str], roo
 
 
 @torch.inference_mode()
-def clip_score(metric, images: torch.Tensor, prompts: list[str], batch_size: int = 32) -> float:
-    """torchmetrics CLIPScore (100 x cosine, clamped at 0) of uint8 images with their prompts."""
+def clip_scores(metric, images: torch.Tensor, prompts: list[str], batch_size: int = 32) -> torch.Tensor:
+    """Per-image CLIP score (100 x cosine) of uint8 images with their prompts, by torchmetrics' CLIPScore
+    update function; `CLIPScore.compute` is max(mean of these, 0)."""
+    from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+
+    scores = []
     for start in range(0, images.shape[0], batch_size):
         batch = _rgb(images[start:start + batch_size])
-        metric.update(list(batch), prompts[start:start + batch_size])
-    return float(metric.compute())
+        score, _ = _clip_score_update(list(batch), prompts[start:start + batch_size], metric.model, metric.processor)
+        scores.append(score.detach().double().reshape(-1))
+    return torch.cat(scores)

@@ -1,8 +1,10 @@
 """`evaluate(options, out_dir)`: load the sets, extract features once, compute every metric, return the record.
 
-The record (written as evaluation.json by `report.py`) holds, besides the numbers, the extractor
-(name, checkpoint/weights file and its sha256), the sets (folders, counts per class), every
-setting a number depends on, and for each metric that could not be computed the reason.
+The record (written as evaluation.json by `report.py`) holds the metrics as a list of typed
+results (`results.MetricResult`: name, feature space or definition, value, n_real, n_fake,
+direction, bootstrap 95 % interval, reliability), pooled and — when fakes and reals share class
+folders — per class; besides them the extractor (name, checkpoint/weights file and its sha256),
+the sets (folders, counts per class), every setting a number depends on, and the copy audit.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from synthmed.evaluate import fidelity, manifold, perceptual, similarity
+from synthmed.evaluate import bootstrap, fidelity, manifold, perceptual, similarity
+from synthmed.evaluate.copy_detector import copy_audit
+from synthmed.evaluate.degenerate import degenerate_result
 from synthmed.evaluate.extractors import FeatureExtractor, build_extractor, extract_features
 from synthmed.evaluate.images import ImageSet, load_image_set
-from synthmed.evaluate.memorisation import NEAR_COPY_PERCENTILE, memorisation_audit
+from synthmed.evaluate.results import SCHEMA_VERSION, MetricResult, not_computed
 from synthmed.evaluate.runtime import single_thread
-
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -40,7 +42,7 @@ class EvaluateOptions:
     max_images: int | None = None
     seed: int = 0
     k: int = manifold.DEFAULT_K
-    near_copy_percentile: float = NEAR_COPY_PERCENTILE
+    bootstrap_rounds: int = bootstrap.DEFAULT_ROUNDS
     resize_mode: str = "pad"
     batch_size: int = 64
     device: str = "auto"
@@ -67,52 +69,95 @@ def _load_sets(opts: EvaluateOptions, extractor: FeatureExtractor, size: int) ->
     return sets
 
 
-def _feature_metrics(name: str, real: torch.Tensor, fake: torch.Tensor, opts: EvaluateOptions) -> tuple[dict, dict]:
-    metrics = {f"fid[{name}]": fidelity.fid_from_features(real, fake)}
-    kid_mean, kid_std, kid_settings = fidelity.kid_from_features(real, fake, seed=opts.seed)
-    metrics[f"kid_mean[{name}]"], metrics[f"kid_std[{name}]"] = kid_mean, kid_std
-    for key, value in manifold.precision_recall_density_coverage(real, fake, k=opts.k).items():
-        metrics[f"{key}[{name}]"] = value
-    return metrics, {"kid": kid_settings, "k_nearest_neighbours": opts.k}
+def shared_classes(fake: ImageSet, real: ImageSet) -> list[str]:
+    """Class names both sets have as folders (per-class rows need a class-conditional fake set)."""
+    return [name for name in fake.class_names if name in real.class_names]
 
 
-def _pixel_metrics(real: torch.Tensor, fake: torch.Tensor, opts: EvaluateOptions) -> tuple[dict, dict, dict]:
+def _class_rows(image_set: ImageSet, name: str) -> torch.Tensor:
+    label = image_set.class_names.index(name)
+    return torch.tensor([i for i, lab in enumerate(image_set.labels) if lab == label], dtype=torch.long)
+
+
+def _feature_metrics(space: str, real: torch.Tensor, fake: torch.Tensor, opts: EvaluateOptions,
+                     class_name: str | None = None) -> list[MetricResult]:
+    """FID, KID and the four k-NN metrics of one (real, fake) pair of feature sets."""
+    n, m = real.shape[0], fake.shape[0]
+    if min(n, m) < 2:
+        reason = f"fewer than 2 images in a set (n_real {n}, n_fake {m})"
+        return [not_computed(name, space, reason, n_real=n, n_fake=m, class_name=class_name, higher_is_better=hib)
+                for name, hib in (("fid", False), ("kid", False))]
+    rounds, seed = opts.bootstrap_rounds, opts.seed
+    return [fidelity.fid_result(real, fake, space, rounds, seed, class_name),
+            fidelity.kid_result(real, fake, space, rounds, seed, class_name),
+            *manifold.prdc_results(real, fake, space, opts.k, rounds, seed, class_name)]
+
+
+PIXEL_HIGHER = {"ssim": True, "ms_ssim": True, "psnr": True}
+
+
+def _per_pair(name: str, definition: str, values: torch.Tensor, n_real: int, opts: EvaluateOptions, salt: int,
+              text: str, higher: bool) -> MetricResult:
+    """A mean over fakes of per-pair values, its interval resampling the fakes (the real set fixed)."""
+    return MetricResult(name=name, space=definition, value=float(values.double().mean()), n_real=n_real,
+                        n_fake=int(values.numel()), higher_is_better=higher,
+                        interval=bootstrap.mean_interval(values, opts.bootstrap_rounds, opts.seed, salt),
+                        definition=text + "; interval resamples the fakes, the real set fixed",
+                        extra={"bootstrap_rounds": opts.bootstrap_rounds})
+
+
+def _pixel_metrics(real: torch.Tensor, fake: torch.Tensor, opts: EvaluateOptions) -> tuple[list, dict, dict]:
     """SSIM / MS-SSIM / PSNR under both definitions; also returns the pairings (for LPIPS)."""
     nearest_idx, _ = similarity.nearest(fake, real)
     pairings = {"nearest_real": nearest_idx, "random_pairs": similarity.random_pairs(len(fake), len(real), opts.seed)}
-    metrics: dict = {}
+    results: list[MetricResult] = []
     ms_cfg = similarity.ms_ssim_settings(fake.shape[-1])
-    for definition, index in pairings.items():
-        scores = similarity.paired_scores(fake, real, index, batch_size=opts.batch_size)
-        for key, value in scores.items():
-            metrics[f"{key}[{definition}]"] = value if value is not None else perceptual.not_computed(
-                f"{fake.shape[-1]} px images are too small for MS-SSIM (needs > 8 px with kernel_size=3, 3 scales)")
+    texts = {"ssim": "structural similarity, data_range 1", "ms_ssim": "multi-scale SSIM (settings below)",
+             "psnr": "peak signal-to-noise ratio in dB, data_range 1, mean of per-pair values"}
+    for d_i, (definition, index) in enumerate(pairings.items()):
+        scores = similarity.paired_score_values(fake, real, index, batch_size=opts.batch_size)
+        for s_i, (key, values) in enumerate(scores.items()):
+            text = f"{texts[key]}; {similarity.DEFINITIONS[definition]}"
+            if values is None:
+                results.append(not_computed(key, definition, f"{fake.shape[-1]} px images are too small for MS-SSIM "
+                                            "(needs > 8 px with kernel_size=3, 3 scales)", n_real=len(real),
+                                            n_fake=len(fake), higher_is_better=True, definition=text))
+            else:
+                results.append(_per_pair(key, definition, values, len(real), opts, 30 + 3 * d_i + s_i, text,
+                                         PIXEL_HIGHER[key]))
     settings = {"definitions": similarity.DEFINITIONS, "pixel_range": "[0, 1], data_range=1",
                 "ssim": {"kernel": "gaussian 11, sigma 1.5 (torchmetrics defaults)"}, "ms_ssim": ms_cfg,
                 "psnr": "per pair, then mean over pairs (identical pairs give inf)"}
-    return metrics, settings, pairings
+    return results, settings, pairings
 
 
-def _lpips(real: torch.Tensor, fake: torch.Tensor, pairings: dict, opts: EvaluateOptions) -> tuple[dict, dict]:
+def _lpips(real: torch.Tensor, fake: torch.Tensor, pairings: dict, opts: EvaluateOptions) -> tuple[list, dict]:
+    text = "learned perceptual distance (torchmetrics LPIPS)"
     if not opts.lpips_weights:
-        return {"lpips": perceptual.not_computed("no local weights (pass --lpips-weights)")}, {}
+        return [not_computed("lpips", "", "no local weights (pass --lpips-weights)", higher_is_better=False,
+                             definition=text)], {}
     metric = perceptual.build_lpips(opts.lpips_weights, opts.lpips_net)
-    metrics = {f"lpips[{d}]": perceptual.lpips_pairs(metric, fake, real, idx) for d, idx in pairings.items()}
-    return metrics, {"net": opts.lpips_net, "weights": str(opts.lpips_weights), "input": "[0, 1] RGB (gray repeated)"}
+    results = [_per_pair("lpips", d, perceptual.lpips_pairs(metric, fake, real, idx), len(real), opts, 40 + i,
+                         f"{text}; {similarity.DEFINITIONS[d]}", False) for i, (d, idx) in enumerate(pairings.items())]
+    return results, {"net": opts.lpips_net, "weights": str(opts.lpips_weights), "input": "[0, 1] RGB (gray repeated)"}
 
 
-def _clip(fake_set: ImageSet, opts: EvaluateOptions) -> tuple[dict, dict]:
+def _clip(fake_set: ImageSet, opts: EvaluateOptions) -> tuple[list, dict]:
+    text = "torchmetrics CLIPScore: 100 x cosine(image, prompt), mean over fake images"
     if not opts.clip_model:
-        return {"clip_score": perceptual.not_computed("no local weights (pass --clip-model)")}, {}
+        return [not_computed("clip_score", "", "no local weights (pass --clip-model)", higher_is_better=True,
+                             definition=text)], {}
     metric = perceptual.build_clip_score(opts.clip_model)
     prompts, source = perceptual.prompts_for(fake_set.paths, fake_set.labels, fake_set.class_names,
                                              fake_set.root, opts.clip_prompt)
     if prompts is None:
-        return {"clip_score": perceptual.not_computed(source)}, {}
-    value = perceptual.clip_score(metric, fake_set.images, prompts)
-    return {"clip_score": value}, {"model": str(opts.clip_model), "prompts": source,
-                                   "definition": "torchmetrics CLIPScore: 100 x cosine(image, prompt), mean over "
-                                                 "fake images, clamped at 0"}
+        return [not_computed("clip_score", "", source, higher_is_better=True, definition=text)], {}
+    values = perceptual.clip_scores(metric, fake_set.images, prompts)
+    result = MetricResult(name="clip_score", space="", value=max(float(values.mean()), 0.0), n_fake=len(fake_set),
+                          higher_is_better=True, interval=bootstrap.mean_interval(values, opts.bootstrap_rounds,
+                                                                                   opts.seed, 45),
+                          definition=text + ", clamped at 0", extra={"bootstrap_rounds": opts.bootstrap_rounds})
+    return [result], {"model": str(opts.clip_model), "prompts": source, "definition": text + ", clamped at 0"}
 
 
 def evaluate(opts: EvaluateOptions, out_dir: Path, extractor: FeatureExtractor | None = None) -> dict:
@@ -134,32 +179,38 @@ def evaluate(opts: EvaluateOptions, out_dir: Path, extractor: FeatureExtractor |
     t = _timed(timings, "features_s", t)
 
     name = extractor.name
+    classes = shared_classes(sets["fake"], sets["real"])
     with single_thread():
-        metrics, feature_settings = _feature_metrics(name, feats["real"], feats["fake"], opts)
+        metrics = _feature_metrics(name, feats["real"], feats["fake"], opts)
+        for cls in classes:
+            metrics += _feature_metrics(name, feats["real"][_class_rows(sets["real"], cls)],
+                                        feats["fake"][_class_rows(sets["fake"], cls)], opts, cls)
         t = _timed(timings, "feature_metrics_s", t)
         real_px, fake_px = sets["real"].as_float(), sets["fake"].as_float()
         pixel, pixel_settings, pairings = _pixel_metrics(real_px, fake_px, opts)
-    metrics.update(pixel)
+        metrics += pixel
+        metrics.append(degenerate_result(sets["fake"].images, sets["real"].images, opts.bootstrap_rounds, opts.seed))
+        for cls in classes:
+            metrics.append(degenerate_result(sets["fake"].images[_class_rows(sets["fake"], cls)],
+                                             sets["real"].images[_class_rows(sets["real"], cls)],
+                                             opts.bootstrap_rounds, opts.seed, cls))
     lpips, lpips_settings = _lpips(real_px, fake_px, pairings, opts)
-    metrics.update(lpips)
+    metrics += lpips
     clip, clip_settings = _clip(sets["fake"], opts)
-    metrics.update(clip)
+    metrics += clip
     t = _timed(timings, "pixel_metrics_s", t)
 
     if "train" in sets:
-        spaces = {f"feature[{name}]": (feats["fake"], feats["real"], feats["train"], False),
-                  "pixel": (fake_px, real_px, sets["train"].as_float(), True)}
         with single_thread():
-            memo = memorisation_audit(spaces, sets["fake"], sets["real"], sets["train"], out_dir,
-                                      opts.near_copy_percentile)
-        for space, result in memo["spaces"].items():
-            key = f"near_copy_fraction[{space.removeprefix('feature[').removesuffix(']')}]"
-            metrics[key] = result["near_copy_fraction"] if result.get("computed") else perceptual.not_computed(
-                result["reason"].removeprefix("not computed: "))
+            copies, audit = copy_audit(sets["fake"], sets["real"], sets["train"], feats, name, out_dir,
+                                       opts.bootstrap_rounds, opts.seed,
+                                       [c for c in classes if c in sets["train"].class_names] or None)
+        metrics += copies
     else:
-        memo = perceptual.not_computed("no --train set given (the generator's training images are needed)")
-        metrics["near_copy_fraction"] = memo
-    _timed(timings, "memorisation_s", t)
+        audit = {"computed": False, "reason": "not computed: no --train set given (the generator's training images "
+                 "are needed)"}
+        metrics.append(not_computed("near_copy_fraction", "", audit["reason"], higher_is_better=False))
+    _timed(timings, "copy_audit_s", t)
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -169,11 +220,15 @@ def evaluate(opts: EvaluateOptions, out_dir: Path, extractor: FeatureExtractor |
         "channels": extractor.channels,
         "device": str(device),
         "inputs": {k: s.describe() for k, s in sets.items()},
-        "metrics": metrics,
-        "settings": {"feature_space": feature_settings, "pixel": pixel_settings, "lpips": lpips_settings,
-                     "clip_score": clip_settings, "resize_mode": opts.resize_mode, "seed": opts.seed,
-                     "max_images": opts.max_images},
-        "memorisation": memo,
+        "classes": classes,
+        "metrics": [m.to_json() for m in metrics],
+        "settings": {"feature_space": {"k_nearest_neighbours": opts.k}, "pixel": pixel_settings,
+                     "lpips": lpips_settings, "clip_score": clip_settings, "resize_mode": opts.resize_mode,
+                     "seed": opts.seed, "max_images": opts.max_images,
+                     "bootstrap": {"rounds": opts.bootstrap_rounds, "level": bootstrap.LEVEL,
+                                   "fid_max_rounds": fidelity.FID_MAX_ROUNDS,
+                                   "method": "percentile interval over seeded resamplings of the images"}},
+        "copy_audit": audit,
         "options": asdict(opts),
         "timings": timings,
     }

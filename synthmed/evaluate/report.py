@@ -1,28 +1,23 @@
-"""Write an evaluation record as evaluation.json + evaluation.md and format its metric table."""
+"""Write an evaluation record as evaluation.json + evaluation.md; render typed results as Markdown.
+
+`result_cells` is the one place a `MetricResult` becomes text (value with its 95 % interval, or
+the reason it is missing / unreliable; n; direction); `results_table` puts rows of them into a
+Markdown table, optionally after leading columns of the caller's (the pipeline report puts the
+paper's column and value there).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-DESCRIPTIONS = {
-    "fid": "Fréchet distance between Gaussian fits of real and fake features (lower = closer)",
-    "kid_mean": "kernel inception distance, mean over subsets (lower = closer)",
-    "kid_std": "kernel inception distance, std over subsets",
-    "precision": "share of fakes inside the real k-NN manifold (fidelity; Kynkäänniemi 2019)",
-    "recall": "share of reals inside the fake k-NN manifold (diversity; Kynkäänniemi 2019)",
-    "density": "mean number of real k-NN balls holding a fake, / k (Naeem 2020)",
-    "coverage": "share of reals whose k-NN ball holds a fake (Naeem 2020)",
-    "ssim": "structural similarity, data_range 1",
-    "ms_ssim": "multi-scale SSIM (settings below)",
-    "psnr": "peak signal-to-noise ratio in dB, data_range 1",
-    "lpips": "learned perceptual distance (lower = more similar)",
-    "clip_score": "CLIP image-prompt agreement",
-    "near_copy_fraction": ("share of fakes at most as far from the training set as the closest {pct:g}% of held-out "
-                           "real images (about {frac:g} for a generator that does not copy; see Memorisation)"),
-}
+from synthmed.evaluate.results import MetricResult, read_results
+
+HEADERS = {"metric": "metric [feature space / definition]", "class": "class", "value": "value [95 % CI]",
+           "n": "n real / fake", "direction": "better", "definition": "definition"}
+DEFAULT_COLUMNS = ("metric", "class", "value", "n", "direction", "definition")
 
 
 def json_safe(value: Any) -> Any:
@@ -38,59 +33,67 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def format_value(value: Any) -> str:
-    if isinstance(value, dict) and value.get("computed") is False:
-        return value["reason"]
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
+def _number(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
 
 
-def _describe(key: str, record: dict) -> str:
-    base, _, qualifier = key.partition("[")
-    qualifier = qualifier.rstrip("]")
-    text = DESCRIPTIONS.get(base, "")
-    if base == "near_copy_fraction":
-        pct = record["memorisation"].get("percentile", 5.0)
-        text = text.format(pct=pct, frac=pct / 100)
-    pixel = record["settings"]["pixel"]["definitions"]
-    if qualifier in pixel:
-        text += f"; {pixel[qualifier]}"
-    elif qualifier == "pixel":
-        text += "; RMS pixel distance"
-    elif qualifier:
-        text += f"; features: {qualifier}"
+def format_value(result: MetricResult) -> str:
+    """'0.123 [0.101, 0.145]', or the reason when the value is missing or unreliable."""
+    if result.value is None or not result.reliable:
+        return result.reason or "not computed"
+    text = _number(result.value)
+    if result.interval is not None:
+        text += f" [{_number(result.interval[0])}, {_number(result.interval[1])}]"
     return text
 
 
-def metric_rows(record: dict) -> list[tuple[str, str, str]]:
-    return [(key, format_value(value), _describe(key, record)) for key, value in record["metrics"].items()]
+def _direction(result: MetricResult) -> str:
+    if result.higher_is_better is None:
+        return "see definition"
+    return "higher" if result.higher_is_better else "lower"
 
 
-def metrics_table(record: dict) -> str:
-    rows = metric_rows(record)
-    lines = ["| metric | value | definition |", "| --- | --- | --- |"]
-    lines += [f"| `{k}` | {v} | {d} |" for k, v, d in rows]
+def result_cells(result: MetricResult, columns: Sequence[str] = DEFAULT_COLUMNS) -> list[str]:
+    """The table cells of one result (the one place a result is turned into text)."""
+    n = f"{result.n_real if result.n_real is not None else '-'} / {result.n_fake if result.n_fake is not None else '-'}"
+    cells = {"metric": f"`{result.name}[{result.space}]`" if result.space else f"`{result.name}`",
+             "class": result.class_name or "all", "value": format_value(result), "n": n,
+             "direction": _direction(result), "definition": result.definition}
+    return [cells[c] for c in columns]
+
+
+def results_table(results: Sequence[MetricResult], columns: Sequence[str] = DEFAULT_COLUMNS,
+                  lead_headers: Sequence[str] = (), lead_cells: Sequence[Sequence[str]] | None = None) -> str:
+    """Markdown table of results; lead_cells[i] (under lead_headers) precede result i's cells."""
+    head = [*lead_headers, *(HEADERS[c] for c in columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, result in enumerate(results):
+        lead = list(lead_cells[i]) if lead_cells is not None else []
+        lines.append("| " + " | ".join([*lead, *result_cells(result, columns)]) + " |")
     return "\n".join(lines)
 
 
-def _memorisation_md(memo: dict) -> list[str]:
-    if memo.get("computed") is False:
-        return [f"Memorisation: {memo['reason']}."]
-    lines = [f"Rule: {memo['rule']}.", "",
-             f"Fake files byte-identical to a training file: {memo['fake_files_identical_to_train']}; "
-             f"real files byte-identical to a training file (left out of the reference): "
-             f"{memo['real_files_identical_to_train']}.", "",
-             "| space | distance | threshold | near-copies | fake-to-train median | real-to-train median | pairs |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for space, r in memo["spaces"].items():
-        if r.get("computed"):
-            lines.append(f"| `{space}` | {r['distance']} | {r['threshold']:.4g} | {r['near_copies']} "
-                         f"({r['near_copy_fraction']:.1%}) | {r['fake_to_train']['median']:.4g} | "
-                         f"{r['real_to_train']['median']:.4g} | ![]({r['closest_pairs_png']}) |")
-        else:
-            lines.append(f"| `{space}` | {r['distance']} | - | {r['reason']} | {r['fake_to_train']['median']:.4g} "
-                         f"| - | ![]({r['closest_pairs_png']}) |")
+def metrics_table(record: dict) -> str:
+    """The metric table of an evaluation record: pooled rows, then the per-class rows."""
+    results = read_results(record)
+    ordered = [r for r in results if r.class_name is None] + [r for r in results if r.class_name is not None]
+    return results_table(ordered)
+
+
+def _copy_md(audit: dict) -> list[str]:
+    if audit.get("computed") is False:
+        return [f"Copy audit: {audit['reason']}."]
+    lines = [f"Method: {audit['method']}.", "",
+             f"Held-out real images: {audit['n_heldout']} (real files byte-identical to a training file, left out: "
+             f"{audit['real_files_identical_to_train']}); training images: {audit['n_train']}; fake files "
+             f"byte-identical to a training file: {audit['fake_files_identical_to_train']}; k-means cells for C_T: "
+             f"{audit['kmeans_cells']}.", "",
+             "| representation | distance | fake-to-train median | held-out-to-train median | closest pairs |",
+             "| --- | --- | --- | --- | --- |"]
+    for space, r in audit["representations"].items():
+        held = r["heldout_to_train"]["median"] if r.get("heldout_to_train") else float("nan")
+        lines.append(f"| `{space}` | {r['distance']} | {r['fake_to_train']['median']:.4g} | {held:.4g} | "
+                     f"![]({r['closest_pairs_png']}) |")
     return lines
 
 
@@ -114,14 +117,17 @@ def markdown(record: dict) -> str:
         classes = ", ".join(f"{c} {n}" for c, n in info["class_counts"].items()) or "flat"
         lines.append(f"| {name} | `{info['dir']}` | {info['n_images']} | {classes} |")
     settings = record["settings"]
-    kid = settings["feature_space"]["kid"]
-    lines += ["", "## Metrics", "", metrics_table(record), "",
-              f"k-NN metrics use k={settings['feature_space']['k_nearest_neighbours']}; KID uses "
-              f"{kid['subsets']} subsets of {kid['subset_size']} ({kid['kernel']}).",
+    boot = settings["bootstrap"]
+    lines += ["", "## Metrics", "",
+              f"Intervals: {boot['level']:.0%} {boot['method']} ({boot['rounds']} rounds, seed {settings['seed']}; "
+              f"FID at most {boot['fid_max_rounds']}). FID from fewer images than feature dimensions is not "
+              "printed: KID (unbiased) is the small-sample number. Per-class rows follow the pooled ones when "
+              "fakes and reals share class folders.", "", metrics_table(record), "",
+              f"k-NN metrics use k={settings['feature_space']['k_nearest_neighbours']}.",
               f"MS-SSIM settings: {_ms_ssim_text(settings['pixel']['ms_ssim'])}.",
-              f"Resize mode: {settings['resize_mode']}; seed {settings['seed']}; max images per set "
-              f"{settings['max_images']}.", "", "## Memorisation", ""]
-    lines += _memorisation_md(record["memorisation"])
+              f"Resize mode: {settings['resize_mode']}; max images per set {settings['max_images']}.", "",
+              "## Copy audit", ""]
+    lines += _copy_md(record["copy_audit"])
     return "\n".join(lines) + "\n"
 
 

@@ -64,7 +64,6 @@ def _mean(values: torch.Tensor) -> float:
     return float(values.double().mean())
 
 
-@torch.inference_mode()
 def paired_scores(fake: torch.Tensor, real: torch.Tensor, real_index: torch.Tensor,
                   batch_size: int = 64) -> dict[str, float | None]:
     """Mean SSIM, MS-SSIM and PSNR of fake[i] vs real[real_index[i]] (float images in [0, 1]).
@@ -72,6 +71,14 @@ def paired_scores(fake: torch.Tensor, real: torch.Tensor, real_index: torch.Tens
     PSNR is averaged per pair (identical pairs give +inf, honestly). MS-SSIM is None when the
     images are too small for any setting (see `ms_ssim_settings`).
     """
+    return {k: (_mean(v) if v is not None else None)
+            for k, v in paired_score_values(fake, real, real_index, batch_size).items()}
+
+
+@torch.inference_mode()
+def paired_score_values(fake: torch.Tensor, real: torch.Tensor, real_index: torch.Tensor,
+                        batch_size: int = 64) -> dict[str, torch.Tensor | None]:
+    """Per-pair SSIM, MS-SSIM (None when too small) and PSNR values (for the bootstrap over fakes)."""
     size = fake.shape[-1]
     ssim = StructuralSimilarityIndexMeasure(data_range=1.0, reduction="none")
     psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="none", dim=(1, 2, 3))
@@ -93,7 +100,7 @@ def paired_scores(fake: torch.Tensor, real: torch.Tensor, real_index: torch.Tens
             if metric is not None:
                 metric.reset()
     return {
-        "ssim": _mean(torch.cat(values["ssim"])),
-        "ms_ssim": _mean(torch.cat(values["ms_ssim"])) if ms_ssim is not None else None,
-        "psnr": _mean(torch.cat(values["psnr"])),
+        "ssim": torch.cat(values["ssim"]),
+        "ms_ssim": torch.cat(values["ms_ssim"]) if ms_ssim is not None else None,
+        "psnr": torch.cat(values["psnr"]),
     }

@@ -116,16 +116,22 @@ def classifier_table(pipeline: Pipeline, out: Path, state: dict | None = None) -
 
 
 def metric_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> str | None:
-    """Markdown table of evaluate rows: per paper column, each of our matching metrics beside the paper's value."""
-    from synthmed.evaluate.report import format_value
+    """Markdown table of evaluate rows: per paper column, each of our matching pooled results beside the paper's value.
+
+    Our results are the typed `MetricResult`s of the stage's evaluation.json (`read_results`), drawn by
+    the evaluation's one renderer: value with its 95 % interval, or why it is missing or unreliable
+    (e.g. FID from fewer images than feature dimensions), and the images it was computed from.
+    """
+    from synthmed.evaluate.report import results_table
+    from synthmed.evaluate.results import MetricResult, read_results
 
     stages = [s for s in pipeline.stages if s.row and s.verb == "evaluate"]
     if not stages:
         return None
     columns: dict[str, list[str]] = (pipeline.report or {}).get("metrics") or {}
     row_keys = _row_keys(stages)
-    head = [*row_keys, "metric", "paper", "ours: metric [extractor or definition]", "ours", "images real / fake"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lead: list[list[str]] = []
+    shown: list[MetricResult] = []
     paper_rows = list((pipeline.paper or {}).get("metric_rows") or [])
     for stage in stages:  # a paper row may match several stages (e.g. the same images under two extractors)
         ident = [str(stage.row.get(k, "")) for k in row_keys]
@@ -134,23 +140,26 @@ def metric_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> st
         reason = _skipped(state, stage)
         if reason:
             paper = " · ".join(f"{c} {prow[c]}" for c in columns if prow.get(c) is not None) or "-"
-            cells = [*ident, f"all ({stage.name})", paper, "-", f"skipped: {reason}", "-"]
-            lines.append("| " + " | ".join(cells) + " |")
+            lead.append([*ident, f"all ({stage.name})", paper])
+            shown.append(MetricResult(name="-", space="", value=None, reliable=False, reason=f"skipped: {reason}"))
             continue
-        record = json.loads((run_dir(out, stage) / "evaluation.json").read_text())
-        counts = " / ".join(str(record["inputs"].get(k, {}).get("n_images", "-")) for k in ("real", "fake"))
-        for column, bases in columns.items():
+        path = run_dir(out, stage) / "evaluation.json"
+        pooled = [r for r in read_results(json.loads(path.read_text())) if r.class_name is None]
+        for column, names in columns.items():
             paper = prow.get(column)
             paper = "not reported" if paper is None else str(paper)
-            found = [(f"`{key}`", format_value(value)) for key, value in record["metrics"].items()
-                     if key.partition("[")[0] in bases]
-            found = found or [(f"`{bases[0]}`", f"not in {run_dir(out, stage) / 'evaluation.json'}")]
-            for key, value in found:
-                lines.append("| " + " | ".join([*ident, column, paper, key, value, counts]) + " |")
-    return "\n".join(lines)
+            found = [r for r in pooled if r.name in names]
+            found = found or [MetricResult(name=names[0], space="", value=None, reliable=False,
+                                           reason=f"not in {path}")]
+            for result in found:
+                lead.append([*ident, column, paper])
+                shown.append(result)
+    return results_table(shown, columns=("metric", "value", "n"), lead_headers=[*row_keys, "metric", "paper"],
+                         lead_cells=lead)
 
 
 def evaluation_sections(pipeline: Pipeline, out: Path, state: dict) -> list[str]:
+    """Per evaluate stage: every result (pooled, then per class) by the evaluation's renderer, and the copy audit."""
     from synthmed.evaluate.report import metrics_table
 
     parts = []
@@ -161,12 +170,25 @@ def evaluation_sections(pipeline: Pipeline, out: Path, state: dict) -> list[str]
         if reason:
             parts += [f"### {stage.name}", "", f"Skipped: {reason}.", ""]
             continue
-        record = json.loads((run_dir(out, stage) / "evaluation.json").read_text())
+        folder = run_dir(out, stage)
+        record = json.loads((folder / "evaluation.json").read_text())
         command = state["stages"].get(stage.name, {}).get("command", "")
         parts += [f"### {stage.name}", "", stage.description or "", "",
                   "Each feature-space metric names its extractor in brackets; pixel metrics name their "
-                  f"definition. Full record: `{run_dir(out, stage) / 'evaluation.md'}`.", "",
-                  metrics_table(record), "", f"Command: `{command}`" if command else "", ""]
+                  "definition; values carry a seeded bootstrap 95 % interval, FID from fewer images than "
+                  f"feature dimensions is marked unreliable. Full record: `{folder / 'evaluation.md'}`.", "",
+                  metrics_table(record), ""]
+        audit = record.get("copy_audit") or {}
+        if audit.get("method"):
+            parts += [f"Copy audit ({audit['n_heldout']} held-out reals, {audit['n_train']} training images): "
+                      f"{audit['method']}.", ""]
+            for space, rep in (audit.get("representations") or {}).items():
+                try:
+                    link = (folder / rep["closest_pairs_png"]).relative_to(out)
+                except ValueError:
+                    link = folder / rep["closest_pairs_png"]
+                parts += [f"![8 fakes closest to the training set, {space}]({link})", ""]
+        parts += [f"Command: `{command}`" if command else "", ""]
     return parts
 
 
