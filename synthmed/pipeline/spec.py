@@ -32,9 +32,8 @@ from synthmed.pipeline.errors import PipelineError
 from synthmed.pipeline.kinds import STAGE_KINDS
 
 __all__ = ["PipelineError", "Pipeline", "Stage", "load_pipeline", "parse_value", "resolve_stage_refs",
-           "unmet_requirement", "VERBS"]
+           "unmet_requirement"]
 
-VERBS = tuple(STAGE_KINDS)  # a stage's `verb:` names its kind (synthmed/pipeline/kinds.py)
 STAGE_KEYS = {"name", "verb", "config", "args", "matrix", "row", "description", "requires"}
 TOP_KEYS = {"name", "description", "params", "scales", "stages", "paper", "report", "templates"}  # templates: YAML anchors only
 REFERENCE = re.compile(r"\$\{([^${}]*)\}")  # innermost only: nested references resolve inside-out
@@ -173,8 +172,8 @@ def _expand_stage(raw: dict, where: str, lookup: Callable[[str], Any]) -> list[S
     unknown = set(raw) - STAGE_KEYS
     if unknown:
         raise PipelineError(f"{where}: stage {name}: unknown keys {sorted(unknown)}; allowed: {sorted(STAGE_KEYS)}")
-    if raw.get("verb") not in VERBS:
-        raise PipelineError(f"{where}: stage {name}: verb {raw.get('verb')!r}; use one of {', '.join(VERBS)}")
+    if raw.get("verb") not in STAGE_KINDS:  # a stage's `verb:` names its kind (synthmed/pipeline/kinds.py)
+        raise PipelineError(f"{where}: stage {name}: verb {raw.get('verb')!r}; use one of {', '.join(STAGE_KINDS)}")
     if isinstance(raw.get("args"), list):  # a YAML alias to a shared list (`[*common_args, --k, 3]`) nests it;
         raw = {**raw, "args": _flatten(raw["args"])}  # flattened before `${...}` can put a list value in an arg
     raw = _substitute(raw, lookup)
