@@ -206,6 +206,20 @@ class MakePhantomsKind(StageKind):
         return ["make-phantoms", str(self.dir), *args]
 
 
+class ExplainKind(StageKind):
+    """`synthmed explain`: LIME on a stage's checkpoint (`args: [--ckpt, "${stages.<fit>.best_ckpt}", ...]`),
+    on the images of that run's split_manifest.csv unless the args give --data-root; complete when
+    `<stage>/explanations.json` exists (an incomplete folder is moved aside: explain never reuses one)."""
+
+    verb = "explain"
+
+    def is_complete(self) -> bool:
+        return (self.dir / "explanations.json").is_file()
+
+    def argv(self, configs: list[str], args: list[str]) -> list[str]:
+        return ["explain", *args, "--out", str(self.dir)]
+
+
 # verb -> kind; a new stage kind is one class above and one line here.
 STAGE_KINDS: dict[str, type[StageKind]] = {
     "fit": FitKind,
@@ -214,6 +228,7 @@ STAGE_KINDS: dict[str, type[StageKind]] = {
     "cv": CvKind,
     "evaluate": EvaluateKind,
     "make-phantoms": MakePhantomsKind,
+    "explain": ExplainKind,
 }
 
 
