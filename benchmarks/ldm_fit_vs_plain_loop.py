@@ -106,7 +106,7 @@ class Benchmark:
             vae, _ = load_autoencoder(str(self.ae_ckpt))
             mean, std = encode_posteriors(vae, train.images, self.device)
             settings = PlainLoopSettings.from_ldm_yaml(
-                init_args(LDM_YAML, "model"), callback_init_args(LDM_YAML, "NoiseScheduleCallback"),
+                init_args(LDM_YAML, "model"), dict(init_args(LDM_YAML, "model").get("noise_schedule") or {}),
                 callback_init_args(LDM_YAML, "EMA"), datamodule.num_classes, self.args.batch_size)
             labels = torch.as_tensor(train.labels, dtype=torch.long)
             self._plain_inputs = (settings, mean, std, labels)

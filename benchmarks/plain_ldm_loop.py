@@ -37,7 +37,7 @@ class PlainLoopSettings:
     prediction_type: str
     ema_decay: float
     ema_start: int
-    schedule: dict[str, Any]  # NoiseScheduleCallback init_args
+    schedule: dict[str, Any]  # the model's noise_schedule init_args
 
     @classmethod
     def from_ldm_yaml(cls, model: dict[str, Any], schedule: dict[str, Any], ema: dict[str, Any],
@@ -45,8 +45,9 @@ class PlainLoopSettings:
         if model.get("prediction_type") not in ("epsilon", "v_prediction"):
             raise SystemExit(f"the plain loop mirrors epsilon / v_prediction, not {model.get('prediction_type')!r}")
         return cls(unet={k: v for k, v in model["unet"].items() if k != "type"}, num_classes=num_classes,
-                   batch_size=batch_size, lr=float(model.get("lr", 2e-4)),
-                   warmup_steps=int(model.get("warmup_steps", 0)), uncond_prob=float(model.get("uncond_prob", 0.1)),
+                   batch_size=batch_size,
+                   lr=float(((model.get("optimizer") or {}).get("init_args") or {}).get("lr", 2e-4)),
+                   warmup_steps=int(((model.get("lr_scheduler") or {}).get("init_args") or {}).get("warmup_steps", 0)), uncond_prob=float(model.get("uncond_prob", 0.1)),
                    snr_gamma=model.get("snr_gamma"), prediction_type=model["prediction_type"],
                    ema_decay=float(ema.get("decay", 0.999)), ema_start=int(ema.get("update_starting_at_step", 100)),
                    schedule=schedule)

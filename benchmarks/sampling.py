@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import add_common_args, autocast, begin, check_positive, fmt, interleave, median, now, spread
-from benchmarks.quickstart_fixtures import LDM_YAML, autoencoder_ckpt, callback_init_args, init_args
+from benchmarks.quickstart_fixtures import LDM_YAML, autoencoder_ckpt, init_args
 
 MODULE = "benchmarks.sampling"
 
@@ -63,8 +63,9 @@ def load_module(args: argparse.Namespace, work: Path):
     model.update(autoencoder_ckpt=str(ae_ckpt), latent_scale=1.0, image_size=size, in_channels=channels,
                  num_classes=3, class_names=["benign", "malignant", "normal"])
     torch.manual_seed(args.seed)
+    schedule = dict(model.pop("noise_schedule", None) or {})
+    model.pop("optimizer", None), model.pop("lr_scheduler", None)  # sampling only
     module = LatentDiffusionModule(**model)
-    schedule = callback_init_args(LDM_YAML, "NoiseScheduleCallback")
     if args.train_timesteps is not None:
         schedule["num_train_timesteps"] = args.train_timesteps
     module.set_noise_schedule(NoiseSchedule(**schedule))

@@ -89,6 +89,9 @@ class DiffusionModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()  # collects the subclass's arguments too
         plain_hyperparameters(self)
+        # a subclass may resolve an argument the CLI's saved config holds as null (Stable Diffusion:
+        # prediction_type from its folder); the value in use is what is saved
+        self.hparams["prediction_type"] = prediction_type
         if loss not in ("l1", "l2"):  # Literal is checked by the CLI; this is for Python callers
             raise ValueError(f"model.loss={loss!r}; use one of ('l1', 'l2')")
         if class_names is not None and len(class_names) != num_classes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -54,18 +54,19 @@ class StableDiffusionFinetuneModule(DiffusionModule):
                  in_channels: int = 3, image_size: int = 256, num_classes: int = 0,
                  class_names: list[str] | None = None, prediction_type: PredictionType | None = None,
                  noise_schedule: NoiseSchedule | None = None, guidance_scale: float = 7.5,
-                 num_inference_steps: int = 30, **kwargs: Any):
+                 num_inference_steps: int = 30, conditioning: Literal["text"] = "text",
+                 text_encoder: dict[str, Any] | None = None, unet: dict[str, Any] | None = None, **kwargs: Any):
         root = Path(pretrained_path)
         clip = {"kind": "clip", "path": str(root)}
         # the folder fixes these: refuse a config that sets them otherwise (they used to be dropped silently);
-        # a checkpoint's saved hyper-parameters hold exactly these values
-        for key, fixed in (("conditioning", "text"), ("text_encoder", clip), ("unet", None)):
-            if key in kwargs and kwargs[key] is not None and kwargs.pop(key) != fixed:
-                raise ValueError(f"StableDiffusionFinetuneModule: model.init_args.{key} cannot be set; the "
-                                 f"Stable Diffusion folder {root} gives the U-Net and the CLIP text encoder and "
+        # named in this signature so the CLI validates them and a checkpoint's saved values pass
+        for key, given, fixed in (("conditioning", conditioning, "text"), ("text_encoder", text_encoder, clip),
+                                  ("unet", unet, None)):
+            if given is not None and given != fixed:
+                raise ValueError(f"StableDiffusionFinetuneModule: model.init_args.{key}={given!r} cannot be set; "
+                                 f"the Stable Diffusion folder {root} gives the U-Net and the CLIP text encoder, and "
                                  "conditioning is always 'text' (captions, or caption_template for class labels). "
                                  f"Remove `{key}:` from the YAML")
-            kwargs.pop(key, None)
         scheduler_config = read_scheduler_config(root)
         # null = the folder's own scheduler config; resolved here and saved as the values in use
         prediction_type = prediction_type or scheduler_config.get("prediction_type", "epsilon")
@@ -79,7 +80,6 @@ class StableDiffusionFinetuneModule(DiffusionModule):
                          in_channels=in_channels, image_size=image_size, num_classes=num_classes,
                          class_names=class_names, prediction_type=prediction_type, noise_schedule=noise_schedule,
                          guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, **kwargs)
-        self.hparams["prediction_type"] = prediction_type
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels={in_channels}: Stable Diffusion takes RGB (3) or grayscale (1) data")
         self.unet = UNet2DConditionModel.from_pretrained(str(root), subfolder="unet", local_files_only=True)

@@ -3,7 +3,7 @@
 Each YAML states the exact CPU-sized command (fast_dev_run + small overrides) in its header, so
 what CI runs is what the README tells a user to try. Placeholders: {this} (the YAML),
 {autoencoder_ckpt} (a tiny 1-channel f=4 autoencoder), {tiny_sd} (a random-weight Stable
-Diffusion folder), {tmp} (a scratch folder), {real_tree} / {synthetic_tree} (phantom trees).
+Diffusion folder), {tmp} (this test's scratch folder), {real_tree} / {synthetic_tree} (phantom trees).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def test_experiment_yaml_smoke_run(path, placeholders, tmp_path, monkeypatch):
     for data in re.findall(r"(\.\./shared/data/[\w./-]+)", text):
         if not (ROOT / data).exists():
             pytest.skip(f"needs {data}")
-    values = dict(placeholders, this=str(path.relative_to(ROOT)))
+    # {tmp} is this test's own folder: two generate YAMLs must not write into one synthetic set
+    values = dict(placeholders, this=str(path.relative_to(ROOT)), tmp=str(tmp_path))
     args = [a.format(**values) for a in smoke_command(path)]
     monkeypatch.chdir(ROOT)
     torch.manual_seed(0)
