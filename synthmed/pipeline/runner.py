@@ -4,7 +4,7 @@
     synthmed reproduce experiments/nafi2024_tstr/pipeline.yaml --scale mini \
         --data.root ../shared/data/brain_tumor_mri [--out DIR] [--set folds=3 ...]
 
-Each stage is one ordinary `synthmed fit|test|predict|cv|evaluate|make-phantoms` command (the
+Each stage is one ordinary `synthmed fit|test|predict|cv|evaluate|make-phantoms|explain` command (the
 runner prints it, so it can be rerun alone) whose run directory is fixed: `<out>/<stage>/`
 (`--logs_root <out> --experiment <stage> --run_version run`; cv `--name cv`). A stage whose
 completion marker exists is skipped ("skip <stage>: complete"); each stage kind (one class per
@@ -15,8 +15,9 @@ verb in synthmed/pipeline/kinds.py) owns its directory, marker, outputs, command
     cv           <out>/<stage>/cv/cv_summary.csv     (finished folds are reused by cv itself)
     evaluate     <out>/<stage>/evaluation.json
     make-phantoms  <out>/<stage>/ exists (written atomically)
+    explain      <out>/<stage>/explanations.json
 
-An incomplete fit/test/evaluate directory (a killed or failed run) is renamed to
+An incomplete fit/test/evaluate/explain directory (a killed or failed run) is renamed to
 `<stage>.incomplete-<time>` and the stage reruns; predict and cv resume in place. Predict stages
 write their images to `<out>/<stage>/images` (the runner passes `--data.init_args.output_dir`).
 `--set name=value` overrides a pipeline param (YAML syntax); `--data.root X` is short for
