@@ -21,7 +21,7 @@ trainer:
   enable_progress_bar: false
 model:
   class_path: lightning_modules.classifier.ClassifierModule
-  init_args: {{arch: resnet18, lr: 0.001}}
+  init_args: {{arch: resnet18}}
 data:
   class_path: datamodules.image_folder.ImageFolderDataModule
   init_args: {{root: tree_a, image_size: 24, batch_size: 8}}
@@ -35,16 +35,10 @@ def fake_folds(cv_dir: Path, folds: int) -> None:
         (run / "metrics.json").write_text(json.dumps({"test/acc": 0.5 + 0.1 * fold, "val/loss": 1.0 - 0.1 * fold}))
 
 
-@pytest.fixture
-def config(tmp_path, monkeypatch):
+def test_rerun_with_another_arch_root_or_folds_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    path = tmp_path / "cv.yaml"
-    path.write_text(CONFIG.format(experiment="cvx"))
-    return path
-
-
-def test_rerun_with_another_arch_root_or_folds_is_refused(config, capsys):
-    cv_dir = Path("logs/cvx/cvA")
+    (tmp_path / "cv.yaml").write_text(CONFIG.format(experiment="cvx"))
+    config, cv_dir = tmp_path / "cv.yaml", Path("logs/cvx/cvA")
     fake_folds(cv_dir, 2)
     base = ["--config", str(config), "--folds", "2", "--name", "cvA"]
     assert cv.main(base) == 0  # first run: folds reused, configuration recorded
