@@ -19,7 +19,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from lightning_modules.callbacks.sample_grid import log_image_grid
 from lightning_modules.checkpoint_io import load_checkpoint, require_module_checkpoint
-from lightning_modules.optim import configure_injected, plain_hyperparameters
+from lightning_modules.optim import LoadsLegacyCheckpoints, configure_injected, plain_hyperparameters
 
 
 def build_autoencoder(in_channels: int, latent_channels: int, block_out_channels: list[int],
@@ -42,7 +42,7 @@ def build_autoencoder(in_channels: int, latent_channels: int, block_out_channels
     )
 
 
-class AutoencoderModule(LightningModule):
+class AutoencoderModule(LoadsLegacyCheckpoints, LightningModule):
     """Trains a KL autoencoder on `image` batches in [-1, 1].
 
     Args:

@@ -138,26 +138,28 @@ def require_module_checkpoint(checkpoint: Any, path: str | os.PathLike, option: 
 
 
 def check_checkpoint_for_model(path: str | os.PathLike, model_class: type | None,
-                               option: str = "--ckpt_path") -> None:
+                               option: str = "--ckpt_path") -> dict[str, Any] | None:
     """Refuse a `--ckpt_path` file that cannot be read safely or was written by another kind of module.
 
     Called by the CLI before Lightning reads the checkpoint's hyper-parameters: Lightning would
     otherwise swap the YAML's model for the checkpoint's class (a classifier checkpoint given to a
     generator YAML became a classifier run that failed far from the cause) or print a traceback
-    for a truncated file. "last"/"best" and paths that do not exist are left to Lightning.
+    for a truncated file. "last"/"best" and paths that do not exist are left to Lightning (None);
+    otherwise returns the checkpoint.
     """
     path = Path(path)
     if not path.is_file():
-        return
+        return None
     expected = f"a checkpoint of a {model_class.__name__} run" if model_class is not None else "a Lightning checkpoint"
     checkpoint = load_checkpoint(path, option, expected=expected)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         require_module_checkpoint(checkpoint, path, option, marker="state_dict", expected=expected)
     writer = checkpoint_class_path(checkpoint) or _guess_writer(checkpoint)
     if model_class is None or writer is None:
-        return
+        return checkpoint
     writer_name = writer.rsplit(".", 1)[-1]
     if writer_name not in {cls.__name__ for cls in model_class.__mro__}:
         raise CheckpointError(f"{option}={str(path)!r} is a {writer_name} checkpoint, but this config's model is "
                               f"{model_class.__name__}: give {expected} (its checkpoints/*.ckpt), or the config "
                               f"that trained this {writer_name}")
+    return checkpoint

@@ -23,7 +23,7 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusion
                                          MulticlassPrecision, MulticlassRecall)
 
 from lightning_modules.nets.backbones import ARCHS, build_backbone
-from lightning_modules.optim import configure_injected, plain_hyperparameters
+from lightning_modules.optim import LoadsLegacyCheckpoints, configure_injected, plain_hyperparameters
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _summary_metrics(num_classes: int, prefix: str) -> MetricCollection:
     }, prefix=prefix)
 
 
-class ClassifierModule(LightningModule):
+class ClassifierModule(LoadsLegacyCheckpoints, LightningModule):
     """Image classifier over `lightning_modules.nets.backbones.ARCHS` (the 8 CNNs of seed 004).
 
     Args:

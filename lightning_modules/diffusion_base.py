@@ -23,13 +23,13 @@ from lightning_modules.nets.sampling import generators_for, reverse_diffusion
 from lightning_modules.nets.schedules import NoiseSchedule, build_scheduler, min_snr_weight, snr
 from lightning_modules.nets.text import build_text_encoder
 from lightning_modules.nets.unets import build_denoiser, denoise, unet_type
-from lightning_modules.optim import configure_injected, plain_hyperparameters
+from lightning_modules.optim import LoadsLegacyCheckpoints, configure_injected, plain_hyperparameters
 
 CHECKPOINT_KEY = "synthmed_diffusion"
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 
 
-class DiffusionModule(LightningModule):
+class DiffusionModule(LoadsLegacyCheckpoints, LightningModule):
     """DDPM training and DDPM/DDIM sampling of a (conditional) denoising U-Net.
 
     Args:

@@ -21,7 +21,9 @@ print nor override a partial; the YAMLs spell the optimizer out.
 from __future__ import annotations
 
 import functools
+import io
 import math
+import os
 from typing import Any, Callable, Iterable, Literal
 
 import torch
@@ -83,10 +85,33 @@ def warmup(warmup_steps: int, decay: str = "constant", total_steps: int | None =
     return functools.partial(WarmupCosineLR, warmup_steps=warmup_steps, decay=decay, total_steps=total_steps)
 
 
+def factory_from_config(config: dict[str, Any], base: type, option: str) -> Callable:
+    """A `class_path` + `init_args` dict (as saved in a checkpoint made from Python) as a factory.
+
+    Only subclasses of `base` from torch.optim or lightning_modules are built: a checkpoint's
+    hyper-parameters must not choose what code runs.
+    """
+    import importlib
+
+    class_path = str(config.get("class_path", ""))
+    module_name, _, name = class_path.rpartition(".")
+    if not module_name.startswith(("torch.optim", "lightning_modules.")):
+        raise ValueError(f"{option}.class_path={class_path!r}: only torch.optim and lightning_modules classes are "
+                         "built from saved hyper-parameters")
+    cls = getattr(importlib.import_module(module_name), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"{option}.class_path={class_path!r} is not a {base.__name__}")
+    return functools.partial(cls, **dict(config.get("init_args") or {}))
+
+
 def configure_injected(module: Any, params: Iterable, optimizer: OptimizerFactory | None,
                        lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None,
                        default_optimizer: dict[str, float], interval: str = "step") -> Any:
     """What `configure_optimizers` returns for an injected optimizer (+ scheduler, stepped every `interval`)."""
+    if isinstance(optimizer, dict):
+        optimizer = factory_from_config(optimizer, torch.optim.Optimizer, "model.init_args.optimizer")
+    if isinstance(lr_scheduler, dict):
+        lr_scheduler = factory_from_config(lr_scheduler, LRScheduler, "model.init_args.lr_scheduler")
     opt = (optimizer or adamw(**default_optimizer))(params)
     if lr_scheduler is None:
         return opt
@@ -114,3 +139,47 @@ def plain_hyperparameters(module: Any, keys: tuple[str, ...] = ("optimizer", "lr
                 hparams[key] = value.to_dict()
             elif key in keys and not (value is None or isinstance(value, dict)):
                 del hparams[key]
+
+
+# hyper-parameters of checkpoints written before the optimizer, LR scheduler and noise schedule were arguments
+LEGACY_KEYS = ("lr", "weight_decay", "warmup_steps", "lr_schedule")
+
+
+def upgrade_legacy_hparams(checkpoint: dict[str, Any]) -> bool:
+    """Rewrite an older synthmed checkpoint's hyper-parameters to today's arguments, in place.
+
+    `lr` / `weight_decay` become `optimizer` (AdamW, as they meant), `warmup_steps` / `lr_schedule`
+    become `lr_scheduler` (WarmupCosineLR), and a diffusion checkpoint's saved noise schedule
+    becomes `noise_schedule`. Returns whether anything changed.
+    """
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict) or not any(k in hparams for k in LEGACY_KEYS):
+        return False
+    settings = {k: hparams.pop(k) for k in ("lr", "weight_decay") if k in hparams}
+    if settings and hparams.get("optimizer") is None:
+        hparams["optimizer"] = {"class_path": "torch.optim.AdamW", "init_args": settings}
+    warmup_steps, decay = hparams.pop("warmup_steps", 0), hparams.pop("lr_schedule", "constant")
+    if (warmup_steps or decay != "constant") and hparams.get("lr_scheduler") is None:
+        hparams["lr_scheduler"] = {"class_path": "lightning_modules.optim.WarmupCosineLR",
+                                   "init_args": {"warmup_steps": int(warmup_steps), "decay": decay}}
+    state = checkpoint.get("synthmed_diffusion")
+    if isinstance(state, dict) and "noise_schedule" not in hparams:
+        hparams["noise_schedule"] = dict(state["noise_schedule"])
+    return True
+
+
+class LoadsLegacyCheckpoints:
+    """Mixin for LightningModules: `load_from_checkpoint` reads the file safely and upgrades old hyper-parameters."""
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any):
+        if isinstance(checkpoint_path, (str, os.PathLike)):
+            from lightning_modules.checkpoint_io import load_checkpoint
+
+            checkpoint = load_checkpoint(checkpoint_path, "checkpoint_path", expected=f"a {cls.__name__} checkpoint")
+            if upgrade_legacy_hparams(checkpoint):
+                buffer = io.BytesIO()
+                torch.save(checkpoint, buffer)
+                buffer.seek(0)
+                checkpoint_path = buffer
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
