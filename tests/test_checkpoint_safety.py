@@ -15,7 +15,10 @@ from lightning_modules.classifier import ClassifierModule
 from lightning_modules.diffusion import LatentDiffusionModule
 from lightning_modules.nets.backbones import build_backbone
 from synthmed.export import main as export_main
-from test_gen_helpers import TINY_AE, loader, trainer
+from lightning_modules.callbacks.checkpoint import StepCheckpoint
+from lightning_modules.callbacks.ema import EMA
+from lightning_modules.optim import adamw, warmup
+from test_gen_helpers import TINY_AE, TINY_UNET, loader, trainer
 
 
 class WritesMarker:
@@ -59,7 +62,7 @@ def test_the_crafted_file_would_run_code_when_unpickled(tmp_path):
 
 
 def test_our_own_checkpoints_load_safely(tmp_path):
-    """Real checkpoints of the modules (optimizer state, hparams) need no extra safe globals."""
+    """Real checkpoints of the modules (optimizer + LR scheduler state, EMA, hparams) need no extra safe globals."""
     module = AutoencoderModule(in_channels=1, image_size=16, **TINY_AE)
     t = trainer(tmp_path, max_steps=1)
     t.fit(module, loader())
@@ -68,6 +71,15 @@ def test_our_own_checkpoints_load_safely(tmp_path):
     assert "optimizer_states" in checkpoint and checkpoint["hyper_parameters"]["latent_channels"] == 2
     vae, hp = load_autoencoder(str(tmp_path / "ae.ckpt"))
     assert hp["in_channels"] == 1
+    ldm = LatentDiffusionModule(autoencoder_ckpt=str(tmp_path / "ae.ckpt"), unet=TINY_UNET, conditioning="class",
+                                num_classes=3, image_size=16, optimizer=adamw(lr=1e-3),
+                                lr_scheduler=warmup(2, "cosine"))
+    t = trainer(tmp_path, callbacks=[EMA(decay=0.5, update_starting_at_step=0),
+                                     StepCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)],
+                max_steps=2, enable_checkpointing=True)
+    t.fit(ldm, loader())
+    checkpoint = load_checkpoint(tmp_path / "ckpt" / "last.ckpt", "--ckpt")
+    assert checkpoint["lr_schedulers"] and "current_model_state" in checkpoint
 
 
 def test_text_file_given_to_export_says_what_it_is(tmp_path, capsys):
