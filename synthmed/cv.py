@@ -6,7 +6,9 @@ Fold k trains on the other folds of the training portion, early-stops on fold k 
 on the test split (the same for every fold). Runs land in logs/<experiment>/<name>/fold_<k>/;
 `cv_summary.csv` and `cv_summary.md` go in logs/<experiment>/<name>/. A fold whose run directory
 already has a metrics.json is not rerun, so rerunning the same command with the same --name
-resumes an interrupted cross-validation. The folder's `cv_config.json` records the resolved fit
+resumes an interrupted cross-validation: an interrupted fold continues from its own
+checkpoints/last.ckpt, or, when it left none, restarts after its leftovers are moved to
+`fold_<k>.incomplete-<time>`. The folder's `cv_config.json` records the resolved fit
 configuration and the number of folds; a rerun whose configuration differs (another model.arch,
 data.root, ...) is refused with the differing keys, since reusing those folds would mix two
 experiments in one table. Keys that do not change what is trained are not compared: see
@@ -92,7 +94,7 @@ def main(argv: list[str]) -> int:
         else:
             print(f"=== fold {fold + 1}/{args.folds}", flush=True)
             cli = base.with_options({"data.init_args.num_folds": args.folds, "data.init_args.fold": fold,
-                                     "run_version": f"{name}/fold_{fold}"}).run()
+                                     "run_version": f"{name}/fold_{fold}", **restart_options(fold_dir)}).run()
             run_dir, metrics = cli.recorder.run_dir, cli.recorder.metrics
         rows.append({"fold": fold, **{k: v for k, v in metrics.items() if not k.startswith("_")},
                      "run_dir": str(run_dir)})
@@ -103,6 +105,20 @@ def main(argv: list[str]) -> int:
     print(table)
     print(f"run_dir: {cv_dir}")
     return 0
+
+
+def restart_options(fold_dir: Path) -> dict[str, str]:
+    """How an unfinished fold restarts: from its own last.ckpt (an interrupted fit continues where it
+    stopped), else from scratch after its leftovers are moved aside (a fixed run_version that holds
+    files is not reused by `fit`)."""
+    last = fold_dir / runs.CHECKPOINT_DIR / "last.ckpt"
+    if last.is_file():
+        print(f"fold {fold_dir.name}: continuing the interrupted run from {last}", flush=True)
+        return {"ckpt_path": str(last)}
+    if fold_dir.is_dir() and any(fold_dir.iterdir()):
+        print(f"fold {fold_dir.name}: the interrupted run left no checkpoint; moved it to {runs.move_aside(fold_dir)}",
+              flush=True)
+    return {}
 
 
 def record_config(cv_dir: Path, config, folds: int) -> None:

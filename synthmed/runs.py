@@ -109,6 +109,17 @@ def find_checkpoint(run_dir: str | Path, last: bool = False) -> Path:
     raise RunDirError(f"{ckpts} holds no checkpoint")
 
 
+def move_aside(path: Path) -> Path:
+    """Rename an unfinished run directory to `<name>.incomplete-<time>` so a rerun starts clean (nothing is deleted)."""
+    target = path.with_name(f"{path.name}.incomplete-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    n = 0
+    while target.exists():
+        n += 1
+        target = target.with_name(f"{target.name}-{n}")
+    path.rename(target)
+    return target
+
+
 def best_fold_run(cv_dir: str | Path) -> Path:
     """Run directory of the cv fold with the lowest val/loss in cv_summary.csv (ties: the first)."""
     import pandas as pd

@@ -14,6 +14,12 @@ import pytest
 
 from synthmed import cv
 
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "experiments" / "quickstart" / "classifier.yaml"
+TINY = ["--data.init_args.num_per_class", "8", "--data.init_args.image_size", "24", "--data.init_args.batch_size", "8",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu"]
+
 CONFIG = """
 experiment: {experiment}
 trainer:
@@ -61,3 +67,24 @@ def test_config_changes_lists_keys_and_ignores_harmless_ones():
     old = {"folds": 5, "config": {"model": {"init_args": {"arch": "a"}}, "trainer": {"devices": 1}}}
     new = {"folds": 5, "config": {"model": {"init_args": {"arch": "b"}}, "trainer": {"devices": 4}}}
     assert cv.config_changes(old, new) == {"model.init_args.arch": ("a", "b")}
+
+
+def test_interrupted_fold_continues_or_restarts(tmp_path, monkeypatch, capsys):
+    """A fold killed before its first checkpoint restarts (leftovers moved aside); one killed after it
+    continues from its last.ckpt. Both reruns used to be refused: a fixed run_version holding files."""
+    monkeypatch.chdir(tmp_path)
+    cv_dir = Path("logs/cvr/cvR")
+    fake_folds(cv_dir, 1)  # fold 0 finished
+    leftover = cv_dir / "fold_1"
+    leftover.mkdir()
+    (leftover / "config.yaml").write_text("{}\n")  # a run that died before writing a checkpoint
+    args = ["--config", str(QUICKSTART), *TINY, "--experiment", "cvr", "--folds", "2", "--name", "cvR"]
+    assert cv.main(args) == 0
+    assert "left no checkpoint; moved it to" in capsys.readouterr().out
+    assert [p.name.split("-")[0] for p in cv_dir.glob("fold_1.incomplete-*")] == ["fold_1.incomplete"]
+    assert (leftover / "metrics.json").is_file() and (leftover / "checkpoints" / "last.ckpt").is_file()
+    (leftover / "metrics.json").unlink()  # killed after training, before the end of the run
+    assert cv.main(args) == 0
+    assert f"continuing the interrupted run from {leftover / 'checkpoints' / 'last.ckpt'}" in capsys.readouterr().out
+    assert (leftover / "metrics.json").is_file()
+    assert len(pd.read_csv(cv_dir / "cv_summary.csv")) == 4  # 2 folds + mean + sd

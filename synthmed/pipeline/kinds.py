@@ -13,7 +13,6 @@ runner and report need no edit.
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -86,7 +85,7 @@ class StageKind:
         """Apply the resume rule before the stage (re)runs; returns where an incomplete directory went."""
         if self.resumes_in_place or not self.dir.exists():
             return None
-        return move_aside(self.dir)
+        return runs.move_aside(self.dir)
 
 
 class TrainerStageKind(StageKind):
@@ -239,15 +238,4 @@ def kind_of(out: Path, stage: Stage) -> StageKind:
 
 def run_dir(out: Path, stage: Stage) -> Path:
     return kind_of(out, stage).run_dir
-
-
-def move_aside(path: Path) -> Path:
-    """Rename an incomplete stage directory so the rerun starts clean (nothing is deleted)."""
-    target = path.with_name(f"{path.name}.incomplete-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    n = 0
-    while target.exists():
-        n += 1
-        target = target.with_name(f"{target.name}-{n}")
-    path.rename(target)
-    return target
 
