@@ -127,3 +127,20 @@ def test_copy_detector_is_calibrated_on_phantoms(extractor, tmp_path):
     fractions = flagged_fractions(extractor, train, reference, cases(train, heldout, fresh, 30), tmp_path)
     print_table("phantoms 32 px (train 90, held-out reference 90, 30 per case)", fractions)
     assert_calibrated(fractions)
+
+
+def test_c_t_matches_the_paper_formula_with_scipy_u():
+    """One cell: C_T = (U - mn/2) / sqrt(mn(m+n+1)/12) with scipy's Mann-Whitney U; copies give C_T << 0."""
+    import math
+
+    from synthmed.evaluate.data_copying import CellComparisons, scipy_u
+
+    g = torch.Generator().manual_seed(0)
+    d_held = torch.rand(40, 15, generator=g, dtype=torch.float64) + 0.5
+    d_fake = torch.rand(25, 15, generator=g, dtype=torch.float64) + 0.45
+    one_cell = np.zeros(15, dtype=int)
+    stat = CellComparisons(d_held, d_fake, one_cell, np.zeros(40, dtype=int), np.zeros(25, dtype=int)).statistic()
+    u = scipy_u(d_fake.min(dim=1).values, d_held.min(dim=1).values)
+    assert stat["c_t"] == pytest.approx((u - 25 * 40 / 2) / math.sqrt(25 * 40 * 66 / 12))
+    copies = CellComparisons(d_held, d_fake * 0, one_cell, np.zeros(40, dtype=int), np.zeros(25, dtype=int))
+    assert copies.statistic()["c_t"] == pytest.approx(-25 * 40 / 2 / math.sqrt(25 * 40 * 66 / 12))

@@ -98,7 +98,8 @@ def _c_t(comparisons: data_copying.CellComparisons, space, n_heldout, n_fake, ro
 
 
 def copy_audit(fake_set, real_set, train_set, features: dict[str, torch.Tensor], feature_space: str,
-               out_dir: Path, rounds: int, seed: int, classes: list[str] | None = None) -> tuple[list[MetricResult], dict]:
+               out_dir: Path, rounds: int, seed: int,
+               classes: list[str] | None = None) -> tuple[list[MetricResult], dict]:
     """All copy-audit results (pooled and, with `classes`, per class) and the report section.
 
     fake_set / real_set / train_set: `images.ImageSet`s; features: {"fake", "real", "train"} rows of the

@@ -31,7 +31,7 @@ HIGHPASS_MAX_SIZE = 64
 MAX_SHIFT = 3
 PIXEL_SPACE = "pixel-highpass"
 PIXEL_DESCRIPTION = (f"gray, standardised per image, high-pass (image minus Gaussian blur sigma {HIGHPASS_SIGMA:g} px, "
-                     f"at <= {HIGHPASS_MAX_SIZE} px); distance |a-b| / sqrt(|a||b|), minimised over shifts "
+                     f"at <= {HIGHPASS_MAX_SIZE} px); distance ‖a - b‖ / sqrt(‖a‖ ‖b‖), minimised over shifts "
                      f"<= {MAX_SHIFT} px and a horizontal flip")
 
 

@@ -63,8 +63,9 @@ class CellComparisons:
         total_heldout = float(heldout_w.sum()) if heldout_w is not None else sum(c["heldout"].size for c in self.cells)
         rows, num, den = [], 0.0, 0.0
         for c in self.cells:
-            wp = heldout_w[c["heldout"]] if heldout_w is not None else torch.ones(c["heldout"].size, dtype=torch.float64)
-            wq = fake_w[c["fake"]] if fake_w is not None else torch.ones(c["fake"].size, dtype=torch.float64)
+            ones_p, ones_q = (torch.ones(c[k].size, dtype=torch.float64) for k in ("heldout", "fake"))
+            wp = heldout_w[c["heldout"]] if heldout_w is not None else ones_p
+            wq = fake_w[c["fake"]] if fake_w is not None else ones_q
             n, m = float(wp.sum()), float(wq.sum())
             row = {"cell": c["cell"], "n_heldout": int(n), "n_fake": int(m), "z_u": None}
             if n >= MIN_PER_CELL and m >= MIN_PER_CELL:

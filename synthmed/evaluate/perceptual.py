@@ -4,7 +4,7 @@ Nothing here downloads. LPIPS needs the torchvision backbone weights file (`--lp
 e.g. `alexnet-owt-7be5be79.pth`); its linear calibration layers ship inside torchmetrics. CLIP
 score needs a local transformers CLIP folder (`--clip-model DIR`: config, weights, tokenizer and
 image-processor files). When an input is missing the result is
-`{"computed": false, "reason": "not computed: ..."}`, never a number.
+a `results.not_computed` result with the reason, never a number.
 """
 
 from __future__ import annotations
