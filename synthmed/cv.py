@@ -108,17 +108,11 @@ def main(argv: list[str]) -> int:
 
 
 def restart_options(fold_dir: Path) -> dict[str, str]:
-    """How an unfinished fold restarts: from its own last.ckpt (an interrupted fit continues where it
-    stopped), else from scratch after its leftovers are moved aside (a fixed run_version that holds
-    files is not reused by `fit`)."""
-    last = fold_dir / runs.CHECKPOINT_DIR / "last.ckpt"
-    if last.is_file():
-        print(f"fold {fold_dir.name}: continuing the interrupted run from {last}", flush=True)
-        return {"ckpt_path": str(last)}
-    if fold_dir.is_dir() and any(fold_dir.iterdir()):
-        print(f"fold {fold_dir.name}: the interrupted run left no checkpoint; moved it to {runs.move_aside(fold_dir)}",
-              flush=True)
-    return {}
+    """An unfinished fold continues from its own checkpoint, else restarts (see runs.restart_options)."""
+    options, done = runs.restart_options(fold_dir)
+    if done:
+        print(f"fold {fold_dir.name}: {done}", flush=True)
+    return options
 
 
 def record_config(cv_dir: Path, config, folds: int) -> None:

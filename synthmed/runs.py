@@ -120,6 +120,37 @@ def move_aside(path: Path) -> Path:
     return target
 
 
+RESUMABLE_CHECKPOINTS = ("hpc_ckpt_*.ckpt", f"{CHECKPOINT_DIR}/last.ckpt")  # Lightning's SLURM save; ModelCheckpoint's last
+
+
+def resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint an unfinished run can continue from (hpc_ckpt_* or last.ckpt), or None."""
+    found = [p for pattern in RESUMABLE_CHECKPOINTS for p in Path(run_dir).glob(pattern) if p.is_file()]
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def restart_options(run_dir: str | Path, keep: tuple[str, ...] = ()) -> tuple[dict[str, str], str | None]:
+    """How an unfinished run in a fixed directory starts again, and what was done (None: nothing).
+
+    `fit` refuses a fixed run_version that already holds a run unless it resumes it, so: continue
+    from its newest resumable checkpoint (`{"ckpt_path": ...}`), or, when it left none, move its
+    leftovers to `<name>.incomplete-<time>` and start fresh ({}); the files named in `keep` (a
+    launcher's own records) are copied back and do not count as leftovers.
+    """
+    run_dir = Path(run_dir)
+    ckpt = resume_checkpoint(run_dir)
+    if ckpt is not None:
+        return {"ckpt_path": str(ckpt)}, f"continuing the interrupted run from {ckpt}"
+    if not run_dir.is_dir() or all(p.name in keep for p in run_dir.iterdir()):
+        return {}, None
+    moved = move_aside(run_dir)
+    run_dir.mkdir()
+    for name in keep:
+        if (moved / name).is_file():
+            (run_dir / name).write_bytes((moved / name).read_bytes())
+    return {}, f"the interrupted run left no checkpoint; moved it to {moved}"
+
+
 def best_fold_run(cv_dir: str | Path) -> Path:
     """Run directory of the cv fold with the lowest val/loss in cv_summary.csv (ties: the first)."""
     import pandas as pd

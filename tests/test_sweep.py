@@ -170,6 +170,21 @@ def test_slurm_array_script_and_run_list(tmp_path, monkeypatch, capsys):
     (finished / "metrics.json").write_text("{}")
     done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and "already finished" in done.stdout and not (tmp_path / "srun.log").exists()
+    # a requeued task continues from its newest resumable checkpoint (Lightning's hpc_ckpt_* here)
+    (finished / "metrics.json").unlink()
+    (finished / "config.yaml").write_text("{}\n")
+    (finished / "hpc_ckpt_1.ckpt").write_bytes(b"x")
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "srun.log").read_text().split() == ["1", *shlex.split(lines[2]), "--ckpt_path",
+                                                           str(finished / "hpc_ckpt_1.ckpt")]
+    # one that left no checkpoint starts again, its leftovers moved aside (the launch record stays)
+    (finished / "hpc_ckpt_1.ckpt").unlink()
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "moved it to" in done.stdout, done.stderr
+    assert (tmp_path / "srun.log").read_text().split() == ["1", *shlex.split(lines[2])]
+    assert sorted(p.name for p in finished.iterdir()) == ["overrides.json"]
+    assert [(p / "config.yaml").is_file() for p in finished.parent.glob(finished.name + ".incomplete-*")] == [True]
 
 
 # ---- local launcher ------------------------------------------------------------------------
@@ -183,6 +198,25 @@ def test_failed_runs_are_reported_after_all_ran(tmp_path, capsys):
     status = {name: s for name, s, _ in rows}
     assert status["bad"].startswith("FAILED (exit 2") and "no metrics.json" in status["empty"]
     assert "is not a folder" in (tmp_path / "bad" / "sweep.log").read_text()
+
+
+def test_interrupted_local_run_continues_or_restarts(tmp_path):
+    """fit refuses a run directory that holds a run unless it resumes: the launcher passes the run's
+    newest checkpoint, or moves a checkpoint-less leftover aside (keeping overrides.json)."""
+    resumable = PlannedRun("r", {}, tmp_path / "r", ["sweep-summary", "--help"])
+    leftover = PlannedRun("l", {}, tmp_path / "l", ["sweep-summary", "--help"])
+    for run in (resumable, leftover):
+        run.run_dir.mkdir()
+        (run.run_dir / "overrides.json").write_text("{}")
+        (run.run_dir / "config.yaml").write_text("{}")
+    (resumable.run_dir / "checkpoints").mkdir()
+    (resumable.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    run_local([resumable, leftover], max_parallel=1)
+    first = (resumable.run_dir / "sweep.log").read_text().splitlines()[0]
+    assert first.endswith(f"--ckpt_path {resumable.run_dir / 'checkpoints' / 'last.ckpt'}")
+    assert sorted(p.name for p in leftover.run_dir.iterdir()) == ["overrides.json", "sweep.log"]
+    moved = list(tmp_path.glob("l.incomplete-*"))
+    assert len(moved) == 1 and (moved[0] / "config.yaml").is_file()
 
 
 @pytest.fixture(scope="module")

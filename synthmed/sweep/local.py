@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from synthmed.runs import restart_options
 from synthmed.sweep.grid import PlannedRun
+from synthmed.trainer_run import option_args
+
+LAUNCHER_FILES = ("overrides.json", "sweep.log")  # ours: kept when an interrupted run's leftovers move aside
 
 
 def run_local(runs: list[PlannedRun], max_parallel: int) -> list[tuple[str, str, str]]:
@@ -32,10 +37,14 @@ def run_local(runs: list[PlannedRun], max_parallel: int) -> list[tuple[str, str,
         while todo or running:
             while todo and len(running) < max_parallel:
                 run = todo.pop(0)
+                options, done_before = restart_options(run.run_dir, keep=LAUNCHER_FILES)
+                if done_before:
+                    print(f"{run.name}: {done_before}", flush=True)
+                args = [*run.args, *option_args(options)]
                 log = open(run.run_dir / "sweep.log", "w")
-                log.write(run.command + "\n\n")
+                log.write("synthmed " + shlex.join(args) + "\n\n")
                 log.flush()
-                proc = subprocess.Popen([sys.executable, "-m", "synthmed.cli", *run.args],
+                proc = subprocess.Popen([sys.executable, "-m", "synthmed.cli", *args],
                                         stdout=log, stderr=subprocess.STDOUT, env=env)
                 running.append((run, proc, time.monotonic(), log))
                 print(f"start {run.name}", flush=True)
