@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from lightning_modules.callbacks.random_state import ResumeRandomState
 from lightning_modules.checkpoint_io import CheckpointError, check_checkpoint_for_model
+from lightning_modules.optim import upgrade_legacy_hparams
 from synthmed.runs import RunRecorder
 
 # Data attributes that are passed to the model when its __init__ takes a parameter of that name,
@@ -88,9 +89,18 @@ class SynthmedCLI(LightningCLI):
             model_cfg = self.config[subcommand].get("model")
             class_path = model_cfg.get("class_path") if model_cfg is not None and hasattr(model_cfg, "get") else None
             try:
-                check_checkpoint_for_model(ckpt_path, _resolve_class(class_path) if class_path else None)
+                checkpoint = check_checkpoint_for_model(ckpt_path, _resolve_class(class_path) if class_path else None)
             except CheckpointError as err:
                 raise SystemExit(f"synthmed {subcommand}: {err}") from None
+            if checkpoint is not None and upgrade_legacy_hparams(checkpoint):
+                # an older synthmed checkpoint (lr/warmup_steps hyper-parameters): what Lightning's
+                # _parse_ckpt_path does, with the upgraded hyper-parameters
+                hparams = dict(checkpoint["hyper_parameters"])
+                hparams.pop("_instantiator", None)
+                if "_class_path" in hparams:
+                    hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+                self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+                return
         super()._parse_ckpt_path()
 
     # ---- before instantiation: logger + data->model links -----------------------------------
