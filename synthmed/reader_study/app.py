@@ -9,6 +9,8 @@ Routes (nothing else exists; no route maps a request path onto the file system):
     GET  /study/{n}         image n (1-based) in this reader's own order
     POST /vote              reader_id, image, position, vote, note -> committed, next image
     GET  /done              all images answered
+    GET  /background        synthetic-only studies: specialty, years, familiar with
+    POST /background        generative AI, asked once before the first image
     GET  /img/{public_id}   blinded PNG bytes from the study file (signed-in readers only)
     GET  /static/style.css, /static/study.js, /healthz, /favicon.ico (empty)
 
@@ -41,6 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import db, pages
+from .background import background_of, make_background, save_background
 from .assets import STUDY_JS, STYLE_CSS
 from .hosts import allowed_host_names, allowed_origins, origin_allowed
 from .throttle import LoginThrottle
@@ -86,6 +89,9 @@ def make_app(study_path: str | Path, host: str = "127.0.0.1", port: int = 8765,
     with db.connection(study_path) as conn:
         size = int(db.read_meta(conn)["size"])
         total = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        study_mode = db.study_mode(conn)
+    labels = pages.labels_for(study_mode)
+    asks_background = study_mode == "synthetic-only"
     names = allowed_host_names(host, allowed_hosts)
     origins = allowed_origins(host, port, allowed_hosts)
     throttle = throttle or LoginThrottle()
@@ -130,7 +136,41 @@ def make_app(study_path: str | Path, host: str = "127.0.0.1", port: int = 8765,
         return Response(STUDY_JS, media_type="text/javascript")
 
     def login_page(error: str | None = None, reader_id: str = "", status: int = 200):
-        return _html(pages.login_page(total, error, reader_id, open_registration), status)
+        return _html(pages.login_page(total, error, reader_id, open_registration, study_mode),
+                     status)
+
+    def needs_background(conn, reader: str) -> bool:
+        return asks_background and background_of(conn, reader) is None
+
+    @app.get("/background")
+    def background_form(request: Request):
+        with db.connection(study_path) as conn:
+            reader = reader_of(request, conn)
+            if reader is None:
+                return _redirect("/")
+            if not asks_background:
+                return _redirect("/study")
+        return _html(pages.background_page(reader))
+
+    @app.post("/background")
+    def background_save(request: Request, specialty: Annotated[str, Form()] = "",
+                        years: Annotated[str, Form()] = "", genai: Annotated[str, Form()] = ""):
+        with db.connection(study_path) as conn:
+            reader = reader_of(request, conn)
+            if reader is None:
+                return _html(pages.error_page("Please sign in first."), 403)
+            if not asks_background:
+                return _html(pages.error_page("This study does not ask for a background."),
+                             404)
+            if background_of(conn, reader) is not None:  # asked once; the owner's stays
+                return _redirect("/study")
+            try:
+                background = make_background(specialty, years[:8], genai, given_by="reader")
+            except ValueError as err:
+                return _html(pages.background_page(reader, str(err).capitalize() + ".",
+                                                   specialty[:200], years[:8], genai[:8]), 400)
+            save_background(conn, reader, background)
+        return _redirect("/study")
 
     @app.get("/")
     def index(request: Request):
@@ -185,6 +225,8 @@ def make_app(study_path: str | Path, host: str = "127.0.0.1", port: int = 8765,
             reader = reader_of(request, conn)
             if reader is None:
                 return _redirect("/")
+            if needs_background(conn, reader):
+                return _redirect("/background")
             return _redirect(_next_url(conn, reader, 0))
 
     @app.get("/study/{position}")
@@ -193,6 +235,8 @@ def make_app(study_path: str | Path, host: str = "127.0.0.1", port: int = 8765,
             reader = reader_of(request, conn)
             if reader is None:
                 return _redirect("/")
+            if needs_background(conn, reader):
+                return _redirect("/background")
             order = db.reader_order(conn, reader)
             if not POSITION_RE.fullmatch(position) or not 1 <= int(position) <= len(order):
                 return _html(pages.error_page("Page not found."), 404)
@@ -202,7 +246,7 @@ def make_app(study_path: str | Path, host: str = "127.0.0.1", port: int = 8765,
             own = mine.get(item["id"])
             return _html(pages.study_page(
                 reader, pos, len(order), len(mine), item["public_id"], size,
-                own["vote"] if own else None, own["note"] if own else ""))
+                own["vote"] if own else None, own["note"] if own else "", labels))
 
     @app.post("/vote")
     def cast(request: Request, reader_id: Annotated[str, Form()] = "",
@@ -215,8 +259,12 @@ def make_app(study_path: str | Path, host: str = "127.0.0.1", port: int = 8765,
             if reader_id != reader:
                 return _html(pages.error_page("This vote names another reader; it was not "
                                               "saved."), 403)
+            if needs_background(conn, reader):
+                return _html(pages.error_page("Please tell us about your background first."),
+                             403)
             if vote not in db.VOTES:
-                return _html(pages.error_page("Unknown answer; use Real, Fake or Unclear."), 400)
+                return _html(pages.error_page(
+                    f"Unknown answer; use {', '.join(labels.values())}."), 400)
             note = note.strip()
             if len(note) > pages.NOTE_MAX:
                 return _html(pages.error_page(f"The note is longer than {pages.NOTE_MAX} "

@@ -177,30 +177,81 @@ def _move_no_clobber(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
-def create_study(real_dir: str | Path, fake_dir: str | Path, out: str | Path,
-                 per_source: int | None = None, seed: int = 0, size: int = 256,
-                 mode: str = "L") -> Path:
-    """Write a new study file at ``out`` (refuses to overwrite) and return its path."""
-    out = Path(out)
+def _check_create_options(out: Path, size: int, mode: str) -> None:
     if out.exists():
         raise FileExistsError(f"--out {out} already exists; the study file holds readers' "
                               "votes, so it is never overwritten: choose a new path")
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: folder {out.parent} does not exist; create it first")
     if mode not in MODES:
-        raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
+        raise ValueError(f"--colour must be one of {MODES}, got {mode!r}")
     if not 32 <= size <= 2048:
         raise ValueError(f"--size must be between 32 and 2048 pixels, got {size}")
+
+
+def create_study(real_dir: str | Path, fake_dir: str | Path, out: str | Path,
+                 per_source: int | None = None, seed: int = 0, size: int = 256,
+                 mode: str = "L") -> Path:
+    """Write a new real-vs-synthetic study file at ``out`` (refuses to overwrite); returns it."""
+    out = Path(out)
+    _check_create_options(out, size, mode)
     real_root, fake_root = Path(real_dir), Path(fake_dir)
     chosen = draw(scan_tree(real_root, False, "--real"), scan_tree(fake_root, True, "--fake"),
                   per_source, seed)
     warning = warn_on_unequal_resampling(chosen, size)
     if warning:
         print(warning, file=sys.stderr)
-    meta = {"seed": str(seed), "size": str(size), "mode": mode,
-            "per_source": str(len(chosen) // 2),
-            "real_root": str(real_root.resolve()), "fake_root": str(fake_root.resolve()),
-            "order_salt": secrets.token_hex(16)}
+    meta = {"study_mode": "real-vs-synthetic", "seed": str(seed), "size": str(size),
+            "mode": mode, "per_source": str(len(chosen) // 2),
+            "real_root": str(real_root.resolve()), "fake_root": str(fake_root.resolve())}
+    return _write_study(out, chosen, meta, size, mode)
+
+
+def draw_synthetic_only(fake: dict[str, list[SourceImage]], n_images: int | None,
+                        seed: int) -> list[SourceImage]:
+    """``n_images`` synthetic images spread as evenly over the classes as they allow, shuffled.
+
+    Seed 001 showed 40 images, 20 of them CT ("Out of the twenty CT scans"), so 20 MRI: an even
+    split over the two modalities, which is what the water filling gives.
+    """
+    capacity = {name: len(files) for name, files in fake.items()}
+    available = sum(capacity.values())
+    n_images = available if n_images is None else n_images
+    if n_images < 1:
+        raise ValueError(f"--per-source must be >= 1, got {n_images}")
+    if n_images > available:
+        raise ValueError(f"--per-source {n_images} is more than the {available} images in "
+                         "--fake; lower it")
+    rng = random.Random(seed)
+    chosen: list[SourceImage] = []
+    for name, count in _allocate(n_images, capacity).items():
+        chosen.extend(rng.sample(fake[name], count))  # lists are sorted: deterministic
+    rng.shuffle(chosen)
+    return chosen
+
+
+def create_synthetic_only_study(fake_dir: str | Path, out: str | Path,
+                                n_images: int | None = None, seed: int = 0, size: int = 256,
+                                mode: str = "L") -> Path:
+    """Write a new synthetic-only study file (seed 001's protocol) at ``out``; returns it.
+
+    "Every image we showed the specialists was artificial": only ``fake_dir`` is drawn from.
+    The images are blinded exactly as in the real-vs-synthetic mode (re-encoded PNGs, random
+    public ids), so readers cannot learn from the files that a generator made them either.
+    """
+    out = Path(out)
+    _check_create_options(out, size, mode)
+    fake_root = Path(fake_dir)
+    chosen = draw_synthetic_only(scan_tree(fake_root, True, "--fake"), n_images, seed)
+    meta = {"study_mode": "synthetic-only", "seed": str(seed), "size": str(size),
+            "mode": mode, "per_source": str(len(chosen)),
+            "fake_root": str(fake_root.resolve())}
+    return _write_study(out, chosen, meta, size, mode)
+
+
+def _write_study(out: Path, chosen: list[SourceImage], meta: dict[str, str], size: int,
+                 mode: str) -> Path:
+    meta = {**meta, "order_salt": secrets.token_hex(16)}
     # build next to the target, then hard-link into place: atomic, and fails if --out
     # appeared meanwhile, so a user file is never replaced
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")

@@ -118,9 +118,23 @@ def contact_sheet(conn, table: pd.DataFrame, path: Path, thumb: int = 160) -> No
     sheet.save(path)
 
 
-def write_report(study: str | Path, out: str | Path | None = None, top: int = 16) -> Path:
-    """Compute every table from ``study`` and write the report folder; returns its path."""
+def write_report(study: str | Path, out: str | Path | None = None, top: int = 16,
+                 paper: dict | None = None) -> Path:
+    """Compute every table from ``study`` and write the report folder; returns its path.
+
+    A synthetic-only study gets its own report (``report_synthetic_only.py``); ``paper``
+    (``paper_counts.load_paper_counts``) adds the paper's per-specialist counts to it.
+    """
     study = Path(study)
+    with db.connection(study, readonly=True) as conn:
+        study_mode = db.study_mode(conn)
+    if study_mode == "synthetic-only":
+        from .report_synthetic_only import write_synthetic_only_report
+
+        return write_synthetic_only_report(study, Path(out) if out else None, paper)
+    if paper is not None:
+        raise ValueError("--paper compares a synthetic-only study with the paper's counts; "
+                         f"{study.name} is a real-vs-synthetic study")
     with db.connection(study, readonly=True) as conn:
         meta = db.read_meta(conn)
         images, votes = stats.load_votes(conn)
