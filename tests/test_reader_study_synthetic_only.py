@@ -105,6 +105,8 @@ def test_vote_and_report_counts_equal_the_answers_cast(tmp_path, trees):
         for i, vote in enumerate(answers):
             assert _answer(client, reader, vote, f"=note {i} <script>").status_code == 303
 
+    assert main(["add-readers", str(study), "--readers", "idle", "--background",
+                 "idle:ct:3:yes"]) == 0
     out = tmp_path / "report"
     assert main(["report", str(study), "--out", str(out), "--paper", "seed001"]) == 0
     counts = pd.read_csv(out / "counts.csv")
@@ -129,6 +131,7 @@ def test_vote_and_report_counts_equal_the_answers_cast(tmp_path, trees):
 
     text = (out / "reader_study_report.md").read_text()
     assert "synthetic-only" in text and "| r1 | &lt;i&gt;r1&lt;/i&gt; radiology, 7 years" in text
+    assert "idle (ct, 3 years, knows generative AI; 0 answers)" in text
     assert "<script>" not in text and "<i>" not in text
     assert "| all | real | 14 | 12 | 2 | 5 |" in text
     assert "ct | real | not stated |" in text and "sum to 37" in text

@@ -163,12 +163,25 @@ def _not_stated(frame: pd.DataFrame) -> pd.DataFrame:
     return out.map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
 
 
+def _readers_line(reader_ids: list[str], backgrounds: dict, answers: pd.DataFrame) -> str:
+    """Every reader of the study, with background and number of answers (even 0)."""
+    described = []
+    for reader in reader_ids:
+        background = (backgrounds[reader].describe() if reader in backgrounds
+                      else "background not given")
+        n_answers = int((answers.reader == reader).sum())
+        described.append(md_text(f"{reader} ({background}; {n_answers} answers)"))
+    return "; ".join(described) or "none yet"
+
+
 def write_synthetic_only_report(study: Path, out: Path | None, paper: dict | None) -> Path:
     """Compute the tables of a synthetic-only study and write the report folder."""
     with db.connection(study, readonly=True) as conn:
         meta = db.read_meta(conn)
         images, votes = stats.load_votes(conn)
         backgrounds = all_backgrounds(conn)
+        reader_ids = [r[0] for r in conn.execute("SELECT reader_id FROM readers ORDER BY "
+                                                 "reader_id")]
         changed = conn.execute("SELECT COUNT(*) FROM vote_history").fetchone()[0]
     out = _prepare_out(study, out)
     answers = answers_frame(votes)
@@ -197,6 +210,7 @@ def write_synthetic_only_report(study: Path, out: Path | None, paper: dict | Non
         "is synthetic (\"Every image we showed the specialists was artificial\"); readers "
         "answered real / phony / unclear with optional notes. Changed answers (kept in "
         f"vote_history): {changed}.\n",
+        f"Readers: {_readers_line(reader_ids, backgrounds, answers)}.\n",
         "## Answers per reader\n",
         "Fraction real = real answers / all answers (unclear included in the denominator, as "
         "in \"14 images were genuine out of the 40\"), with a 95 % Wilson score interval "
