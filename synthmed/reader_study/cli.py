@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     create = sub.add_parser("create", help="draw a balanced, blinded image set into a new "
                                            "study file")
-    create.add_argument("--study-mode", "--mode", dest="study_mode",
+    create.add_argument("--mode", "--study-mode", dest="study_mode",
                         choices=(*STUDY_MODES, "L", "RGB"), default=STUDY_MODES[0],
                         help="real-vs-synthetic (default): balanced real and synthetic images; "
                              "synthetic-only: seed 001's protocol, only --fake images, answers "
