@@ -1,4 +1,9 @@
-"""Blinded real-vs-synthetic reader study (seed 001): create a study file, serve it, report on it.
+"""Blinded reader study (seed 001): create a study file, serve it, report on it.
+
+Two modes (``db.STUDY_MODES``): real-vs-synthetic (default; balanced real and synthetic
+images) and synthetic-only, seed 001's own protocol (only synthetic images, answers real /
+phony / unclear with notes, a background per reader in ``background.py``; its report is
+``report_synthetic_only.py``, with the paper's counts from ``paper_counts.py``).
 
 The three steps share one SQLite file (tables in ``db.py``):
 
