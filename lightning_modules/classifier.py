@@ -3,7 +3,8 @@
 Inputs follow the batch contract (dict with `image` in [-1, 1], `label`, `index`). Logs
 `{train,val,test}/loss` and `/acc` (micro), and for val/test also macro `precision`, `recall`,
 `f1_macro`; at test end a confusion-matrix figure (TensorBoard) and `test_per_class.csv`
-(precision / recall / F1 / support per class) in the run directory.
+(precision / recall / F1 / support per class) and `test_predictions.csv` (per test image: manifest
+index, true and predicted label, class probabilities; `test_predictions.py`) in the run directory.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusion
 
 from lightning_modules.nets.backbones import ARCHS, build_backbone
 from lightning_modules.optim import LoadsLegacyCheckpoints, configure_injected, plain_hyperparameters
+from lightning_modules.test_predictions import PREDICTIONS_FILE, TestPredictions, write_predictions_csv
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,7 @@ class ClassifierModule(LoadsLegacyCheckpoints, LightningModule):
             "f1": MulticlassF1Score(num_classes, average=None),
             "confusion": MulticlassConfusionMatrix(num_classes),
         }, compute_groups=False)
+        self.test_predictions = TestPredictions()  # per-image rows of test_predictions.csv
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "ClassifierModule":
@@ -174,6 +177,7 @@ class ClassifierModule(LoadsLegacyCheckpoints, LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self._eval_step(batch, "test", self.test_metrics)
         self.test_per_class.update(logits, batch["label"])
+        self.test_predictions.update(logits, batch["label"], batch["index"])
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         probs = torch.softmax(self(batch["image"]), dim=1)
@@ -185,16 +189,20 @@ class ClassifierModule(LoadsLegacyCheckpoints, LightningModule):
     # ------------------------------------------------------------------ test reports
     def on_test_epoch_start(self) -> None:
         self.test_per_class.reset()
+        self.test_predictions.reset()
 
     def on_test_epoch_end(self) -> None:
         values = self.test_per_class.compute()  # collective under DDP: every rank calls it
         self.test_per_class.reset()
+        predictions = self.test_predictions.compute()  # collective too: gathered from every rank
+        self.test_predictions.reset()
         confusion = values["confusion"].cpu()
         log_dir = self.trainer.log_dir or self.trainer.default_root_dir  # log_dir broadcasts: all ranks
         if not self.trainer.is_global_zero:
             return
         os.makedirs(log_dir, exist_ok=True)
         self._write_per_class_csv(os.path.join(log_dir, "test_per_class.csv"), values, confusion)
+        write_predictions_csv(os.path.join(log_dir, PREDICTIONS_FILE), predictions, self.class_names)
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("test/confusion_matrix", self._confusion_figure(confusion),
