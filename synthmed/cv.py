@@ -1,6 +1,6 @@
 """`synthmed cv`: k-fold cross-validation = one `fit` (+ test) per fold, then a summary table.
 
-    synthmed cv --config X.yaml [--folds 5] [--name cv_run] [any fit override ...]
+    synthmed cv --config X.yaml [--folds 5] [--name cv_run] [--keep-last] [any fit override ...]
 
 Fold k trains on the other folds of the training portion, early-stops on fold k and is tested
 on the test split (the same for every fold). Runs land in logs/<experiment>/<name>/fold_<k>/;
@@ -13,6 +13,10 @@ configuration and the number of folds; a rerun whose configuration differs (anot
 data.root, ...) is refused with the differing keys, since reusing those folds would mix two
 experiments in one table. Keys that do not change what is trained are not compared: see
 `HARMLESS_KEYS`.
+
+Disk: once a fold is finished its best checkpoint is rewritten weights-only (no optimizer state)
+and its resumable `last.ckpt` is deleted (`synthmed.finished_run_checkpoints`); `--keep-last`
+keeps last.ckpt as it is, e.g. to extend the folds later with `fit --ckpt_path`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from synthmed import runs
+from synthmed.finished_run_checkpoints import slim_finished_run
 from synthmed.runs import CLASSIFIER_METRIC_KEYS
 from synthmed.trainer_run import TrainerRun, config_dict, flatten
 
@@ -70,6 +75,12 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folds", type=int, default=5, help="number of folds (>= 2)")
     parser.add_argument("--name", default=None, help="folder under logs/<experiment>/ (default cv_<time>)")
+    parser.add_argument("--keep-last", action="store_true",
+                        help="keep each finished fold's resumable last.ckpt (default: delete it and keep a "
+                             "weights-only best checkpoint)")
+    parser.add_argument("--fold", type=int, default=None,
+                        help="run only this fold and write no summary (one array task of a cluster launcher); "
+                             "a later run without --fold reuses the finished folds and writes cv_summary.csv")
     args, fit_args = parser.parse_known_args(argv)
     if args.folds < 2:
         parser.error(f"--folds {args.folds}: need at least 2 folds")
@@ -86,7 +97,7 @@ def main(argv: list[str]) -> int:
         print(f"synthmed cv: error: {exc}", file=sys.stderr)
         return 2
     rows = []
-    for fold in range(args.folds):
+    for fold in range(args.folds) if args.fold is None else [args.fold]:
         fold_dir = cv_dir / f"fold_{fold}"
         if runs.is_finished(fold_dir):
             print(f"fold {fold}: already finished, reusing {fold_dir}")
@@ -96,8 +107,14 @@ def main(argv: list[str]) -> int:
             cli = base.with_options({"data.init_args.num_folds": args.folds, "data.init_args.fold": fold,
                                      "run_version": f"{name}/fold_{fold}", **restart_options(fold_dir)}).run()
             run_dir, metrics = cli.recorder.run_dir, cli.recorder.metrics
+            freed, done = slim_finished_run(run_dir, keep_last=args.keep_last)
+            if done:
+                print(f"fold {fold}: {'; '.join(done)} ({freed / 1e6:.0f} MB freed)", flush=True)
         rows.append({"fold": fold, **{k: v for k, v in metrics.items() if not k.startswith("_")},
                      "run_dir": str(run_dir)})
+    if args.fold is not None:
+        print(f"fold {args.fold}: done ({run_dir}); rerun without --fold to write cv_summary.csv")
+        return 0
     summary = summarise(rows)
     summary.to_csv(cv_dir / "cv_summary.csv", index=False)
     table = format_table(summary)

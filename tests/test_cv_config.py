@@ -78,7 +78,8 @@ def test_interrupted_fold_continues_or_restarts(tmp_path, monkeypatch, capsys):
     leftover = cv_dir / "fold_1"
     leftover.mkdir()
     (leftover / "config.yaml").write_text("{}\n")  # a run that died before writing a checkpoint
-    args = ["--config", str(QUICKSTART), *TINY, "--experiment", "cvr", "--folds", "2", "--name", "cvR"]
+    args = ["--config", str(QUICKSTART), *TINY, "--experiment", "cvr", "--folds", "2", "--name", "cvR",
+            "--keep-last"]  # keep the finished fold's last.ckpt: this test resumes from it
     assert cv.main(args) == 0
     assert "left no checkpoint; moved it to" in capsys.readouterr().out
     assert [p.name.split("-")[0] for p in cv_dir.glob("fold_1.incomplete-*")] == ["fold_1.incomplete"]
