@@ -10,6 +10,7 @@ import pandas as pd
 
 from datamodules.base import BaseImageDataModule
 from datamodules.pixel_hashes import pixel_sha256
+from datamodules.splits import sha256_bytes
 
 
 class HFDataModule(BaseImageDataModule):
@@ -60,7 +61,7 @@ class HFDataModule(BaseImageDataModule):
                 self._images[key] = arr
                 label = int(ex[self.label_column])
                 rows.append({"key": key, "label": label, "class_name": self.class_names[label],
-                             "source_split": source_split, "pixel_sha256": pixel_sha256(arr), "group": ""})
+                             "source_split": source_split, "pixel_sha256": pixel_sha256(arr), "file_sha256": sha256_bytes(arr.tobytes()), "group": ""})
         if not any(r["source_split"] == "train" for r in rows):
             for r in rows:
                 r["source_split"] = ""

@@ -10,6 +10,7 @@ import pandas as pd
 
 from datamodules.base import BaseImageDataModule
 from datamodules.pixel_hashes import pixel_sha256
+from datamodules.splits import sha256_bytes
 
 
 class MedMNISTDataModule(BaseImageDataModule):
@@ -55,7 +56,7 @@ class MedMNISTDataModule(BaseImageDataModule):
                     key = f"{split}/{i:06d}"
                     self._arrays[key] = img
                     rows.append({"key": key, "label": int(lab), "class_name": self.class_names[int(lab)],
-                                 "source_split": split, "pixel_sha256": pixel_sha256(img), "group": ""})
+                                 "source_split": split, "pixel_sha256": pixel_sha256(img), "file_sha256": sha256_bytes(img.tobytes()), "group": ""})
         return pd.DataFrame(rows)
 
     def load_image(self, row: pd.Series) -> np.ndarray:

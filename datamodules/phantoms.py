@@ -10,6 +10,7 @@ import pandas as pd
 from datamodules.base import BaseImageDataModule
 from datamodules.phantom_generator import CLASS_NAMES, phantom_seed, render_phantom
 from datamodules.pixel_hashes import pixel_sha256
+from datamodules.splits import sha256_bytes
 
 
 class PhantomDataModule(BaseImageDataModule):
@@ -41,7 +42,7 @@ class PhantomDataModule(BaseImageDataModule):
                 key = f"{cls}/{cls}_{i:05d}.png"
                 self._rendered[key] = (image, mask)
                 rows.append({"key": key, "label": label, "class_name": cls, "source_split": "",
-                             "pixel_sha256": pixel_sha256(image), "group": ""})
+                             "pixel_sha256": pixel_sha256(image), "file_sha256": sha256_bytes(image.tobytes()), "group": ""})
         return pd.DataFrame(rows)
 
     def load_image(self, row: pd.Series) -> np.ndarray:

@@ -12,8 +12,14 @@ The input is a *catalogue*: a DataFrame with one row per image and the columns
                   picture saved as PNG, BMP or another PNG has one pixel_sha256
     group         patient / scan id ("" when unknown)
 
-and optionally `file_sha256` (the file's bytes, for files) and `dhash` (a 64-bit perceptual
-hash, for the near-duplicate report).
+and optionally `file_sha256` (the file's bytes, for files; for in-memory sources such as the
+phantoms, the bytes of the array as rendered) and `dhash` (a 64-bit perceptual hash, for the
+near-duplicate report).
+
+Split units are *named* by the smallest `file_sha256` among their members (falling back to the
+pixel hash): units are shuffled in name order, so naming them as the loaders did before pixel
+hashing (by file bytes) keeps every existing split, fold and subsample exactly as it was; pixel
+hashes only *join* units (a picture re-saved in another format lands beside its twin).
 
 `assign_splits` returns the same frame with `split` in {train, val, test, excluded} and `fold`
 (-1 outside the training portion), deterministically from `seed`. `audit_overlap` then applies
@@ -132,9 +138,13 @@ def _connected_groups(df: pd.DataFrame) -> pd.Series:
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    for key, group, digest in zip(df["key"], df["group"], df["pixel_sha256"]):
+    # Roots are the smallest name in a component ("g:" < "h:" < "k:" < "p:"): a patient group, else the
+    # smallest source hash, as before pixel hashing existed, so that existing splits do not move.
+    names = df["file_sha256"] if "file_sha256" in df.columns else df["pixel_sha256"]
+    for key, group, digest, name in zip(df["key"], df["group"], df["pixel_sha256"], names):
         node = f"k:{key}"
-        union(node, f"h:{digest}")
+        union(node, f"p:{digest}")
+        union(node, f"h:{name if isinstance(name, str) and name else digest}")
         if group:
             union(node, f"g:{group}")
     return df["key"].map(lambda k: find(f"k:{k}"))
