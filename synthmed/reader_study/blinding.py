@@ -27,7 +27,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 MODES = ("L", "RGB")
 
@@ -64,11 +64,13 @@ def blind_png(path: Path, size: int, mode: str = "L") -> bytes:
     """
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
+    # The loaders' decoder: EXIF orientation, min-max scaling of 16-bit/float images, and errors that
+    # name the file for undecodable bytes, decompression-bomb headers and NaN pixels.
+    from datamodules.image_io import CorruptImageError, read_image
+
     try:
-        with Image.open(path) as src:
-            src.load()
-            img = ImageOps.exif_transpose(src)
-    except (UnidentifiedImageError, OSError) as err:
+        img = Image.fromarray(read_image(path))
+    except (CorruptImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}; remove it or convert it") from err
     img = _to_8bit(img, mode)
     side = min(img.size)

@@ -144,8 +144,11 @@ def warn_on_unequal_resampling(chosen: list[SourceImage], size: int) -> str | No
         sides = []
         for item in chosen:
             if item.is_synthetic == synthetic:
-                with Image.open(item.path) as img:
-                    sides.append(min(img.size))
+                try:
+                    with Image.open(item.path) as img:
+                        sides.append(min(img.size))
+                except (OSError, Image.DecompressionBombError) as err:
+                    raise ValueError(f"cannot read image {item.path}: {err}; remove it or convert it") from err
         return sorted(sides)[len(sides) // 2]
 
     real, fake = median_side(False), median_side(True)
