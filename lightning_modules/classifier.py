@@ -25,7 +25,7 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusion
 
 from lightning_modules.nets.backbones import ARCHS, build_backbone
 from lightning_modules.optim import LoadsLegacyCheckpoints, configure_injected, plain_hyperparameters
-from lightning_modules.test_predictions import PREDICTIONS_FILE, TestPredictions, write_predictions_csv
+from lightning_modules.test_predictions import PREDICTIONS_FILE, PerImagePredictions, write_predictions_csv
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class ClassifierModule(LoadsLegacyCheckpoints, LightningModule):
             "f1": MulticlassF1Score(num_classes, average=None),
             "confusion": MulticlassConfusionMatrix(num_classes),
         }, compute_groups=False)
-        self.test_predictions = TestPredictions()  # per-image rows of test_predictions.csv
+        self.test_predictions = PerImagePredictions()  # per-image rows of test_predictions.csv
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "ClassifierModule":

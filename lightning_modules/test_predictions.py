@@ -17,7 +17,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 PREDICTIONS_FILE = "test_predictions.csv"
 
 
-class TestPredictions(Metric):
+class PerImagePredictions(Metric):
     """Collects (index, label, probabilities) per test batch; `compute()` gathers them from every rank.
 
     A torchmetrics Metric so that torchmetrics does the DDP gather (list states with `cat`, uneven

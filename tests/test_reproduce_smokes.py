@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from synthmed.pipeline.runner import main
+from test_report_pictures import check_quickstart_report
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -92,6 +93,7 @@ def test_quickstart_smoke(tmp_path, capsys):
         assert 0 <= number(row[9]) <= 100  # test acc %
     assert len(list((out / "synthetic" / "images").glob("*/*.png"))) == 3 * 4
     assert "fid[classifier:resnet18@" in report
+    check_quickstart_report(report, out)  # test-set intervals, paired TSTR − TRTR, linked pictures (issue 12)
 
 
 def test_nafi_smoke(tmp_path, data_dir, capsys):

@@ -154,5 +154,8 @@ def copy_audit(fake_set, real_set, train_set, features: dict[str, torch.Tensor],
             "heldout_to_train": summary(d_held) if d_held.numel() else None,
             "fake_over_heldout_median": summary(d_fake / median_held) if d_held.numel() and median_held > 0 else None,
             "closest_pairs": [{k: v for k, v in p.items() if not k.endswith("_index")} for p in pairs],
-            "closest_pairs_png": png.name}
+            "closest_pairs_png": png.name,
+            # every fake's / held-out real's nearest-training distance (the report's histogram)
+            "fake_distances": [round(float(d), 6) for d in d_fake],
+            "heldout_distances": [round(float(d), 6) for d in d_held]}
     return results, section

@@ -10,6 +10,11 @@ Generative rows come from evaluate stages with a `row:` mapping: for each paper 
 `report: metrics:` (e.g. `SSIM: [ssim]`) one line per metric of ours with that base name, so both
 SSIM definitions and the extractor of every FID are named; the paper's value comes from the
 `paper: metric_rows:` entry whose keys match the row. A stage skipped for missing data shows why.
+
+Beside the fold spread, each classifier row has its accuracy on the test images with a bootstrap 95 %
+interval, and each protocol is compared with TRTR on the same test images (paired bootstrap and
+McNemar: `report_classifiers`). Pictures (`report_figures`) are written beside report.md as
+`report_*.png` and linked with their captions.
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ from typing import Any
 
 import pandas as pd
 
+from synthmed.pipeline import report_figures as figures
 from synthmed.pipeline.kinds import STAGE_KINDS, kind_of, run_dir
+from synthmed.pipeline.report_classifiers import (POOLING, RowPredictions, paired_comparisons,
+                                                  stage_predictions)
 from synthmed.pipeline.spec import Pipeline, Stage
 from synthmed.runs import CLASSIFIER_METRICS
 
 # (metric key in cv_summary.csv / metrics.json, column title, shown as percent)
 COLUMNS = [(m.key, m.title, m.percent) for m in CLASSIFIER_METRICS]
+INTERVAL_COLUMN = "test acc % [95 % CI over test images]"
 
 
 def _classifier_row(stage: Stage) -> bool:
@@ -87,13 +96,30 @@ def _row_keys(stages: list[Stage]) -> list[str]:
     return keys
 
 
-def classifier_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> tuple[str, list[str]]:
-    """Markdown table: for each of our rows (in stage order) the row, then the paper's matching row(s)."""
+def classifier_predictions(pipeline: Pipeline, out: Path, state: dict | None = None
+                           ) -> dict[str, RowPredictions | str]:
+    """Per classifier-row stage that ran: its pooled per-image test results, or why there are none."""
+    seed = int((pipeline.params or {}).get("seed", 0) or 0)
+    return {s.name: stage_predictions(out, s, seed=seed) for s in pipeline.stages
+            if s.row and _classifier_row(s) and not _skipped(state, s)}
+
+
+def _interval_cell(found: RowPredictions | str | None) -> str:
+    if isinstance(found, RowPredictions):
+        return f"{found.interval.text()} (n {found.interval.n})"
+    return f"not computed: {found}" if found else "-"
+
+
+def classifier_table(pipeline: Pipeline, out: Path, state: dict | None = None,
+                     predictions: dict[str, RowPredictions | str] | None = None) -> tuple[str, list[str]]:
+    """Markdown table: for each of our rows (in stage order) the row, then the paper's matching row(s); the last
+    column is the row's accuracy on the test images with its 95 % interval (`classifier_predictions`)."""
     stages = [s for s in pipeline.stages if s.row and _classifier_row(s)]
     if not stages:
         return "No stage of this pipeline produces a classifier row.", []
+    predictions = classifier_predictions(pipeline, out, state) if predictions is None else predictions
     row_keys = _row_keys(stages)
-    head = [*row_keys, "source", "runs", *[title for _, title, _ in COLUMNS]]
+    head = [*row_keys, "source", "runs", *[title for _, title, _ in COLUMNS], INTERVAL_COLUMN]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes: list[str] = []
     paper_rows = list((pipeline.paper or {}).get("rows") or [])
@@ -102,17 +128,62 @@ def classifier_table(pipeline: Pipeline, out: Path, state: dict | None = None) -
         ident = [str(stage.row.get(k, "")) for k in row_keys]
         reason = _skipped(state, stage)
         if reason:
-            cells = [f"skipped: {reason}", *["-"] * (len(COLUMNS) - 1)]
+            cells = [f"skipped: {reason}", *["-"] * len(COLUMNS)]
             lines.append("| " + " | ".join([*ident, f"ours ({stage.name})", "0 runs", *cells]) + " |")
         else:
             cells, runs, stage_notes = ours_row(out, stage)
             notes += stage_notes
-            lines.append("| " + " | ".join([*ident, f"ours ({stage.name})", runs, *cells.values()]) + " |")
+            found = predictions.get(stage.name)
+            notes += found.notes if isinstance(found, RowPredictions) else []
+            lines.append("| " + " | ".join([*ident, f"ours ({stage.name})", runs, *cells.values(),
+                                            _interval_cell(found)]) + " |")
         for i, prow in _matching(paper_rows, stage.row, used):
             used.add(i)
             ident = [str(prow.get(k, "")) for k in row_keys]
-            lines.append("| " + " | ".join([*ident, "paper", "1 (single value)", *paper_cells(prow).values()]) + " |")
+            lines.append("| " + " | ".join([*ident, "paper", "1 (single value)", *paper_cells(prow).values(),
+                                            "not reported"]) + " |")
     return "\n".join(lines), notes
+
+
+def _link(path: Path, out: Path) -> str:
+    """A report.md link to `path`: relative to the report's folder when inside it."""
+    try:
+        return str(path.relative_to(out))
+    except ValueError:
+        return str(path)
+
+
+def picture(path: Path | None, out: Path, caption: str) -> list[str]:
+    """Markdown lines of one linked picture and its caption (nothing when the picture could not be drawn)."""
+    if path is None or not path.is_file():
+        return []
+    return [f"![{caption.split(':')[0]}]({_link(path, out)})", "", f"*{caption}*", ""]
+
+
+def classifier_sections(pipeline: Pipeline, out: Path, predictions: dict[str, RowPredictions | str]) -> list[str]:
+    """The text on the test-set intervals, the paired comparisons with TRTR, and the classifier pictures."""
+    rows = [found for found in predictions.values() if isinstance(found, RowPredictions)]
+    if not rows:
+        return []
+    seed = int((pipeline.params or {}).get("seed", 0) or 0)
+    lines = [f"The last column is the accuracy on the test images with a seeded (seed {seed}) percentile bootstrap "
+             f"95 % interval over those images ({rows[0].interval.rounds} rounds); {POOLING}.", ""]
+    comparisons = paired_comparisons(rows, seed=seed)
+    if comparisons:
+        lines += ["### Paired comparisons on the same test images", "",
+                  "Difference in test accuracy (points) of each protocol minus TRTR, on the images both were tested "
+                  "on; the interval resamples those images once for both rows (paired bootstrap). An interval that "
+                  "contains 0 (or McNemar p >= 0.05) means the difference is not distinguishable from test-set noise.",
+                  ""]
+        lines += [c.line() for c in comparisons] + [""]
+    n_images = rows[0].interval.n
+    lines += picture(figures.accuracy_bars(rows, out / "report_test_accuracy.png"), out,
+                     f"Test accuracy per classifier row on the {n_images} real test images: bar = pooled accuracy, "
+                     "error bar = its 95 % bootstrap interval over test images, dots = each run (fold), dashed = chance.")
+    lines += picture(figures.confusion_matrices(rows, out / "report_confusion.png"), out,
+                     "Confusion matrix of each classifier row on the test images (true class in rows, predicted in "
+                     "columns; counts summed over the row's runs, colour = share of the true class).")
+    return lines
 
 
 def metric_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> str | None:
@@ -183,11 +254,21 @@ def evaluation_sections(pipeline: Pipeline, out: Path, state: dict) -> list[str]
             parts += [f"Copy audit ({audit['n_heldout']} held-out reals, {audit['n_train']} training images): "
                       f"{audit['method']}.", ""]
             for space, rep in (audit.get("representations") or {}).items():
-                try:
-                    link = (folder / rep["closest_pairs_png"]).relative_to(out)
-                except ValueError:
-                    link = folder / rep["closest_pairs_png"]
-                parts += [f"![8 fakes closest to the training set, {space}]({link})", ""]
+                parts += picture(folder / rep["closest_pairs_png"], out,
+                                 f"Closest pairs of the copy audit in {space}: the 8 fakes nearest to the training "
+                                 "set (top) above their nearest training image (bottom), distance below.")
+            parts += picture(figures.distance_histograms(audit, audit.get("alpha", 0.0),
+                                                         out / f"report_{stage.name}_distances.png"), out,
+                             "Distance to the nearest training image, fakes vs held-out real images, per copy-audit "
+                             "representation; a generator that copies puts fakes left of the held-out reals (dashed: "
+                             "a fake left of it is flagged, drawn when there are enough held-out images).")
+        inputs = record.get("inputs") or {}
+        if "real" in inputs and "fake" in inputs:
+            parts += picture(figures.real_fake_grid(Path(inputs["real"]["dir"]), Path(inputs["fake"]["dir"]),
+                                                    list(record.get("classes") or []),
+                                                    out / f"report_{stage.name}_real_vs_synthetic.png"), out,
+                             f"Real (`--real`) above synthetic (`--fake`) images per class, the first "
+                             f"{figures.PER_CLASS} files of each class folder.")
         parts += [f"Command: `{command}`" if command else "", ""]
     return parts
 
@@ -208,7 +289,8 @@ def write_report(pipeline: Pipeline, out: Path, state: dict, command: str) -> st
     source = (f"Paper: {paper['source']}." if paper.get("source") else
               f"Paper: none — {paper.get('none_reason', 'this pipeline has no paper numbers to compare with')}.")
     printed: list[str] = []
-    table, notes = classifier_table(pipeline, out, state)
+    predictions = classifier_predictions(pipeline, out, state)
+    table, notes = classifier_table(pipeline, out, state, predictions)
     metrics = metric_table(pipeline, out, state)
     if metrics is None or any(s.row and _classifier_row(s) for s in pipeline.stages):
         lines += ["## Classifiers", "",
@@ -217,6 +299,7 @@ def write_report(pipeline: Pipeline, out: Path, state: dict, command: str) -> st
                   "macro-averaged over classes.", ""]
         lines += [source, ""] if has_rows else []
         lines += [table, ""]
+        lines += classifier_sections(pipeline, out, predictions)
         printed.append(table)
     if metrics is not None:
         lines += ["## Generated images beside the paper", "",
