@@ -16,9 +16,11 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
+from lightning_modules.callbacks.progress_line import ProgressLine
 from lightning_modules.callbacks.random_state import ResumeRandomState
 from lightning_modules.checkpoint_io import CheckpointError, check_checkpoint_for_model
 from lightning_modules.optim import upgrade_legacy_hparams
+from synthmed.lightning_output import quiet_lightning_output
 from synthmed.runs import RunRecorder
 
 # Data attributes that are passed to the model when its __init__ takes a parameter of that name,
@@ -177,12 +179,31 @@ class SynthmedCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         present = config.get("callbacks") or []
         present = [*(present if isinstance(present, list) else [present]), *callbacks]
-        if self.subcommand == "fit" and not any(isinstance(c, ResumeRandomState) for c in present):
-            callbacks = [*callbacks, ResumeRandomState()]
+        if self.subcommand == "fit":
+            callbacks = [*callbacks, *default_fit_callbacks(present, logger=config.get("logger"))]
         trainer = super()._instantiate_trainer(config, callbacks)
         if trainer.fast_dev_run:
             silence_checkpoints_in_fast_dev_run(trainer)
         return trainer
+
+    def parse_arguments(self, parser, args) -> None:
+        """As LightningCLI, but `--print_config` prints the config with the data->model links resolved.
+
+        jsonargparse prints it while parsing, before `before_instantiate_classes` links e.g. the data's
+        `num_classes` into the model, so a 3-class run showed the model's default `num_classes: 2`.
+        The flag is taken out, the arguments parsed, the links applied, then the config printed.
+        """
+        flags = [a for a in (args or []) if isinstance(a, str) and (a == "--print_config" or
+                                                                     a.startswith("--print_config="))]
+        if not flags or not isinstance(args, list):
+            return super().parse_arguments(parser, args)
+        super().parse_arguments(parser, [a for a in args if a not in flags])
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        self._link_data_to_model(config)
+        skip_null = any(f.endswith("skip_null") for f in flags)
+        print(self._parser(subcommand).dump(config, skip_none=skip_null), end="")
+        raise SystemExit(0)
 
     @staticmethod
     def _skip_initial_weights_when_resuming(config) -> None:
@@ -223,6 +244,7 @@ class SynthmedCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
             rec.collect(self.trainer.callback_metrics)
             rec.extra["tested_checkpoint"] = best or "last weights in memory"
+        log_final_hparams(self.trainer, self.config[self.subcommand], rec.metrics)
         rec.finish()
 
     def _after_eval(self) -> None:
@@ -285,9 +307,49 @@ def resumed_run_directory(ckpt_path: str, experiment_dir: Path) -> Path | None:
     return run_dir if run_dir.parent == experiment_dir.resolve() else None
 
 
+def default_fit_callbacks(present: list, logger: Any) -> list[Callback]:
+    """What every `fit` gets unless its config has one already: ResumeRandomState, ProgressLine
+    (a line every 30 s when no progress bar shows) and, with a logger, LearningRateMonitor."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    added: list[Callback] = []
+    if not any(isinstance(c, ResumeRandomState) for c in present):
+        added.append(ResumeRandomState())
+    if not any(isinstance(c, ProgressLine) for c in present):
+        added.append(ProgressLine())
+    if logger not in (False, None) and not any(isinstance(c, LearningRateMonitor) for c in present):
+        added.append(LearningRateMonitor(logging_interval="step"))
+    return added
+
+
+def log_final_hparams(trainer: Trainer, config, metrics: dict[str, Any]) -> None:
+    """Give TensorBoard's HParams tab this run's options and final metrics (Lightning logs the
+    hyper-parameters at the start, without metrics, so the tab stayed empty)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    numbers = {k: float(v) for k, v in metrics.items()
+               if not k.startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if not numbers or trainer.fast_dev_run:
+        return
+    params: dict[str, Any] = {}
+    for part in ("model", "data"):
+        section = config.get(part) if config is not None else None
+        init_args = section.get("init_args") if section is not None and hasattr(section, "get") else None
+        if section is not None and hasattr(section, "get") and section.get("class_path"):
+            params[f"{part}/class"] = str(section.get("class_path")).rsplit(".", 1)[-1]
+        for key, value in dict(init_args or {}).items():
+            if isinstance(value, (int, float, str, bool)):
+                params[f"{part}/{key}"] = value
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics={f"final/{k}": v for k, v in numbers.items()})
+            logger.experiment.flush()  # the writer was closed at the end of fit; this reopened it
+
+
 def run_trainer_verb(argv: list[str]) -> SynthmedCLI:
     """Run a LightningCLI verb in-process (used by `main` and by cv/sweep/reproduce)."""
     with warnings.catch_warnings():
+        quiet_lightning_output()  # Lightning lines that do not apply here, each with its reason
         # `args` is the intended way to run in-process; Lightning warns whenever sys.argv is also set
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return SynthmedCLI(args=argv)

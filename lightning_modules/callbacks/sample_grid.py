@@ -13,20 +13,47 @@ from torchvision.utils import make_grid, save_image
 from lightning_modules.callbacks.ema import averaged_weights
 
 
-def log_image_grid(trainer: "pl.Trainer | None", tag: str, images: torch.Tensor, nrow: int, step: int) -> None:
-    """Add images in [-1, 1] as one grid to every TensorBoard logger of `trainer` (no-op without one)."""
-    if trainer is None:
-        return
-    grid = make_grid(((images.detach().float().cpu() + 1) / 2).clamp(0, 1), nrow=nrow, padding=2)
-    for logger in trainer.loggers:
+def with_row_names(grid: torch.Tensor, row_names: list[str] | None, padding: int = 2) -> torch.Tensor:
+    """`grid` (C x H x W in [0, 1], one row per name) with a left margin that names each row.
+
+    torchvision's make_grid draws no labels, so the class of a row was known only from the config;
+    PIL's built-in bitmap font needs no font file.
+    """
+    if not row_names:
+        return grid
+    from PIL import Image, ImageDraw, ImageFont
+    import numpy as np
+
+    font = ImageFont.load_default()
+    draw_probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    margin = max(int(draw_probe.textlength(name, font=font)) for name in row_names) + 6
+    rgb = grid.expand(3, -1, -1) if grid.shape[0] == 1 else grid
+    names = Image.new("L", (margin, rgb.shape[1]), 0)
+    draw = ImageDraw.Draw(names)
+    row_height = (rgb.shape[1] - padding) / len(row_names)
+    for i, name in enumerate(row_names):
+        draw.text((3, int(padding + (i + 0.5) * row_height) - 5), name, fill=255, font=font)
+    strip = torch.from_numpy(np.array(names)).float().div(255).expand(3, -1, -1)
+    return torch.cat([strip, rgb], dim=2)  # the images themselves stay as they are (no 8-bit round trip)
+
+
+def log_image_grid(trainer: "pl.Trainer | None", tag: str, images: torch.Tensor, nrow: int, step: int,
+                   row_names: list[str] | None = None) -> torch.Tensor:
+    """Add images in [-1, 1] as one grid (rows named by `row_names`) to every TensorBoard logger of
+    `trainer` (no-op without one); returns the grid."""
+    grid = with_row_names(make_grid(((images.detach().float().cpu() + 1) / 2).clamp(0, 1), nrow=nrow, padding=2),
+                          row_names)
+    for logger in (trainer.loggers if trainer is not None else []):
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, grid, global_step=step)
+    return grid
 
 
 class SampleGridCallback(Callback):
     """Every `every_n_epochs` (and after the last epoch), sample a grid and log/save it.
 
-    Rows are classes (class-conditional models), columns `num_per_class` fixed seeds; the EMA
+    Rows are classes (class-conditional models, named in a left margin), columns `num_per_class`
+    fixed seeds; the EMA
     weights are used when an EMA callback is present. Runs on rank zero only. Grids also go to
     `<log_dir>/sample_grids/epoch_XXXX.png`. Skipped under `fast_dev_run` (like Lightning's loggers).
 
@@ -79,9 +106,18 @@ class SampleGridCallback(Callback):
             images = pl_module.sample(**self._requests(pl_module), sampler=self.sampler,
                                       num_inference_steps=self.num_inference_steps,
                                       guidance_scale=self.guidance_scale)
-        log_image_grid(trainer, "samples/grid", images, nrow=self.num_per_class, step=epoch)
+        grid = log_image_grid(trainer, "samples/grid", images, nrow=self.num_per_class, step=epoch,
+                              row_names=self.row_names(pl_module))
         if log_dir:
             path = Path(log_dir) / "sample_grids" / f"epoch_{epoch:04d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_image((images + 1) / 2, path, nrow=self.num_per_class, padding=2)
+            save_image(grid, path, padding=0)
             self.saved.append(path)
+
+    def row_names(self, pl_module: "pl.LightningModule") -> list[str] | None:
+        """The class name of each grid row (class-conditional models), else None."""
+        if not pl_module.conditioner.uses_labels:
+            return None
+        n = int(pl_module.hparams.num_classes)
+        names = list(pl_module.hparams.get("class_names") or [])
+        return [str(x) for x in names] if len(names) == n else [f"class {c}" for c in range(n)]
