@@ -20,6 +20,7 @@ from lightning_modules.test_predictions import PerImagePredictions, write_predic
 from synthmed.pipeline import report_figures as figures
 from synthmed.pipeline.report_classifiers import paired_comparisons, stage_predictions
 from synthmed.pipeline.spec import Stage
+from test_classifier import fitted  # noqa: F401  (the module-scoped fit/test of a tiny resnet18)
 
 N = 60
 CLASSES = ["a", "b"]
@@ -124,3 +125,17 @@ def check_quickstart_report(report: str, out: Path) -> None:
         assert expected in links, f"report.md does not link {expected}"
     for link in links:
         assert (out / link).is_file() and Image.open(out / link).size[0] > 100, f"{link} is missing or empty"
+
+
+def test_a_classifier_test_run_writes_one_prediction_row_per_test_image(fitted):
+    from test_classifier import CLASS_NAMES
+
+    trainer, model = fitted["trainer"], fitted["model"]
+    table = pd.read_csv(Path(trainer.log_dir) / "test_predictions.csv")
+    assert list(table.columns) == ["index", "label", "pred", *[f"prob_{c}" for c in CLASS_NAMES]]
+    assert table["index"].tolist() == list(range(12)) and table["label"].tolist() == [0] * 5 + [1] * 3 + [2] * 4
+    probs = table[[f"prob_{c}" for c in CLASS_NAMES]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5) and (probs.argmax(axis=1) == table["pred"]).all()
+    predicted = torch.cat([o["preds"] for o in trainer.predict(model, fitted["loader"])])
+    assert table["pred"].tolist() == predicted.tolist()
+    assert (table["pred"] == table["label"]).mean() == pytest.approx(fitted["test"]["test/acc"])

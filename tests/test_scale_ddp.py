@@ -37,7 +37,7 @@ trainer:
       init_args: {monitor: val/loss, mode: min, save_last: true}
 model:
   class_path: lightning_modules.classifier.ClassifierModule
-  init_args: {arch: resnet18, lr: 0.001}
+  init_args: {arch: resnet18, optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.001}}}
 data:
   class_path: datamodules.phantoms.PhantomDataModule
   init_args: {num_per_class: 12, image_size: 24, batch_size: 8}
@@ -136,6 +136,8 @@ def test_ddp_classifier_fit_matches_one_process(tmp_path, monkeypatch, capsys):
     manifest = pd.read_csv(run_dir / "split_manifest.csv")
     support = pd.read_csv(run_dir / "test_per_class.csv")["support"]
     assert support.sum() == (manifest.split == "test").sum() and (manifest.split == "test").sum() % 2 == 0
+    predictions = pd.read_csv(run_dir / "test_predictions.csv")  # gathered from both ranks, one row per image
+    assert sorted(predictions["index"]) == sorted(manifest["index"][manifest.split == "test"])
     assert len(image_events(tmp_path / "logs" / "ddp", "test/confusion_matrix")) == 1, "one figure, from rank zero"
 
 
