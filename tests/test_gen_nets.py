@@ -59,7 +59,7 @@ def test_ablation_unet_variants_run_and_differ_in_structure(mode, skips):
     out = net(x, torch.tensor([3, 700]), class_labels=torch.tensor([0, 3])).sample
     assert out.shape == x.shape
     injected = [n for n, _ in net.named_modules() if n.endswith(".emb")]
-    expected = {"once": 0, "first_half": 4, "every_stage": 4 + 1 + 4}[mode]
+    expected = {"once": 0, "first_half": 4, "every_stage": 4 + 4}[mode]  # down + up stages, not the middle block
     assert len(injected) == expected
     assert (net.input_emb is not None) == (mode == "once")
 

@@ -9,6 +9,13 @@ Seed 002 (Nguyen et al., Table I) compares four networks that differ only in two
 | U-Net with four-time embedded | true | first_half (each of the 4 down stages) |
 | proposed U-Net | true | every_stage (each down and up stage) |
 
+Where "every_stage" injects: the paper's "the best way is to embed it into all the feature maps
+that result from down convolution or up convolution, as shown in Fig.2" names the down and up
+stages only, so the default (`time_in_mid_block=False`) injects once per down and once per up
+stage (8 injections with 4 levels) and the bottleneck block between them gets none.
+`time_in_mid_block=True` is synthmed's earlier variant (also the middle block: 9 injections with
+4 levels), kept as a named option; the paper does not describe a middle block at all.
+
 The paper does not say where the "once" embedding enters nor what the encoder-decoder row
 uses for time; we inject "once" right after the input convolution and give the
 encoder-decoder row the proposed (every-stage) embedding, so that row isolates the skips.
@@ -66,6 +73,9 @@ class AblationUNet(ModelMixin, ConfigMixin):
         skip_connections: concatenate encoder features into the decoder (U-Net) or not (encoder-decoder).
         time_embedding: "once" | "first_half" | "every_stage" (see the module docstring).
         num_class_embeds: > 0 adds a class embedding to the time embedding (class conditioning).
+        time_in_mid_block: with "every_stage", also inject into the bottleneck block between the
+            last down and first up stage (synthmed's earlier variant; False is the paper's "feature
+            maps that result from down convolution or up convolution" only).
     """
 
     @register_to_config
@@ -79,11 +89,14 @@ class AblationUNet(ModelMixin, ConfigMixin):
         time_embedding: str = "every_stage",
         num_class_embeds: int | None = None,
         norm_num_groups: int = 8,
+        time_in_mid_block: bool = False,
     ):
         super().__init__()
         if time_embedding not in TIME_EMBEDDING_MODES:
             raise ValueError(f"time_embedding={time_embedding!r}; use one of {TIME_EMBEDDING_MODES}")
         levels = len(block_out_channels)
+        if time_in_mid_block and time_embedding != "every_stage":
+            raise ValueError(f"time_in_mid_block=True needs time_embedding='every_stage', not {time_embedding!r}")
         if levels < 2:
             raise ValueError("block_out_channels needs at least 2 levels")
         ch0 = block_out_channels[0]
@@ -104,7 +117,7 @@ class AblationUNet(ModelMixin, ConfigMixin):
             last = i == levels - 1
             self.downsamplers.append(nn.Identity() if last else nn.Conv2d(ch, ch, 3, stride=2, padding=1))
             prev = ch
-        self.mid = ConvBlock(prev, prev, emb_dim if inject_up else None, norm_num_groups)
+        self.mid = ConvBlock(prev, prev, emb_dim if time_in_mid_block else None, norm_num_groups)
         self.up_blocks = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
         for i, ch in reversed(list(enumerate(block_out_channels))):
