@@ -87,6 +87,19 @@ class StageKind:
             return None
         return runs.move_aside(self.dir)
 
+    # ---- launcher hooks (synthmed/pipeline/launchers/): what one scheduler array task runs ----------
+    def array_tasks(self, argv: list[str]) -> list[int | None]:
+        """The stage's array tasks: None = the whole stage is one task; ints = one task each (cv folds)."""
+        return [None]
+
+    def task_complete(self, task: int | None) -> bool:
+        """Whether one array task's part is finished (the whole stage for task None)."""
+        return self.is_complete()
+
+    def task_argv(self, argv: list[str], task: int | None) -> list[str]:
+        """The command of one array task, from the stage's full `argv`."""
+        return argv
+
 
 class TrainerStageKind(StageKind):
     """fit / test / predict: a LightningCLI run in `<stage>/run/`, complete when it wrote metrics.json."""
@@ -103,6 +116,20 @@ class TrainerStageKind(StageKind):
     def argv(self, configs: list[str], args: list[str]) -> list[str]:
         return [self.verb, *configs, *args, "--logs_root", str(self.out), "--experiment", self.stage.name,
                 "--run_version", "run"]
+
+    def hpc_checkpoint(self) -> Path | None:
+        """The newest `hpc_ckpt_N.ckpt` Lightning saved in the run on SIGUSR1 (preemption / time limit)."""
+        found = sorted(self.run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found and self.verb == "fit" and not self.is_complete() else None
+
+    def prepare_rerun(self) -> Path | None:
+        if self.hpc_checkpoint() is not None:  # a preempted fit continues from Lightning's save
+            return None
+        return super().prepare_rerun()
+
+    def task_argv(self, argv: list[str], task: int | None) -> list[str]:
+        ckpt = self.hpc_checkpoint()
+        return [*argv, "--ckpt_path", str(ckpt)] if ckpt is not None else argv
 
     def results(self) -> tuple[pd.DataFrame, Path, str]:
         """(one row of metrics per run, the file they come from, how many runs) for report.md."""
@@ -171,6 +198,16 @@ class CvKind(StageKind):
 
     def checkpoint_run(self) -> Path:
         return runs.best_fold_run(self.run_dir)
+
+    def array_tasks(self, argv: list[str]) -> list[int | None]:
+        folds = next((int(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--folds"), 5)  # cv's default
+        return list(range(folds))
+
+    def task_complete(self, task: int | None) -> bool:
+        return self.is_complete() if task is None else runs.is_finished(self.run_dir / f"fold_{task}")
+
+    def task_argv(self, argv: list[str], task: int | None) -> list[str]:
+        return argv if task is None else [*argv, "--fold", str(task)]  # one fold; a later plain run summarises
 
     def results(self) -> tuple[pd.DataFrame, Path, str]:
         import pandas as pd

@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the stage commands, run nothing")
     p.add_argument("--in-process", action="store_true",
                    help="run stages inside this Python process (faster start; default: one subprocess each)")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: run the stages here in order; slurm: submit one job per stage, one array task "
+                        "per matrix cell x fold, each after the stages it reads (synthmed/pipeline/launchers/)")
+    p.add_argument("--resource", dest="resources", action="append", default=[], metavar="[STAGE.]KEY=VALUE",
+                   help="override a SLURM request of the pipeline's resources: block (partition, gpus, cpus, mem, "
+                        "time, ...), for one stage or all; repeatable")
+    p.add_argument("--status", action="store_true",
+                   help="show each stage pending / running / done / failed (squeue/sacct + completion markers)")
+    p.add_argument("--task", default=None, metavar="STAGE[:FOLD]",
+                   help="(what a SLURM array task runs) run one stage, or one cv fold, of the pipeline here")
     return p
 
 
@@ -211,7 +221,7 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
         moved = kind.prepare_rerun()
         if moved is not None:
             print(f"stage {stage.name}: previous run did not finish; moved it to {moved}", flush=True)
-        argv = stage_argv(pipeline, out, stage)
+        argv = kind.task_argv(stage_argv(pipeline, out, stage), None)  # + --ckpt_path of a preempted fit
         print(f"=== stage {number}/{total} {stage.name}: synthmed {shlex.join(argv)}", flush=True)
         record.pop("exit_code", None)
         record.update({"verb": stage.verb, "argv": argv, "command": "synthmed " + shlex.join(argv),
@@ -243,6 +253,48 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
     return 0
 
 
+def run_task(pipeline: Pipeline, out: Path, task: str) -> int:
+    """One SLURM array task (`--task STAGE[:FOLD]`), in this process so Lightning gets srun's SIGUSR1.
+
+    The stages it reads finished (afterok); a cv stage among them whose folds all finished gets its
+    summary written first (a plain `cv` run that reuses the folds).
+    """
+    name, _, fold_text = task.partition(":")
+    stage = pipeline.stage(name)
+    fold = int(fold_text) if fold_text else None
+    for ref, _ in stage.references:
+        upstream = kind_of(out, pipeline.stage(ref))
+        if not upstream.is_complete() and all(upstream.task_complete(t) for t in
+                                              upstream.array_tasks(stage_argv(pipeline, out, upstream.stage))):
+            print(f"task {task}: writing {ref}'s summary from its finished folds", flush=True)
+            run_command(stage_argv(pipeline, out, upstream.stage), out / "stage_logs" / f"{ref}.log", True)
+    kind = kind_of(out, stage)
+    if kind.task_complete(fold):
+        print(f"task {task}: already complete", flush=True)
+        return 0
+    if fold is None:
+        moved = kind.prepare_rerun()
+        if moved is not None:
+            print(f"stage {stage.name}: previous run did not finish; moved it to {moved}", flush=True)
+    argv = kind.task_argv(stage_argv(pipeline, out, stage), fold)
+    print(f"=== task {task}: synthmed {shlex.join(argv)}", flush=True)
+    code = run_command(argv, out / "stage_logs" / f"{stage.name}.log", in_process=True)
+    if code == 0 and not kind.task_complete(fold):
+        print(f"task {task}: exited 0 but wrote no completion marker", file=sys.stderr)
+        return 1
+    return code
+
+
+def _reproduce_args(args: argparse.Namespace, out: Path) -> list[str]:
+    """The options a job's `synthmed reproduce ... --task` needs to load the same pipeline."""
+    found = [args.pipeline, "--scale", args.scale, "--out", str(out)]
+    for item in args.sets:
+        found += ["--set", item]
+    if args.data_root is not None:
+        found += ["--data.root", args.data_root]
+    return found
+
+
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -250,6 +302,16 @@ def main(argv: list[str]) -> int:
         pipeline = load_pipeline(args.pipeline, args.scale, _overrides(args, parser))
         out = Path(args.out or Path("logs") / "reproduce" / f"{pipeline.name}-{args.scale}")
         command = "synthmed reproduce " + shlex.join(argv)
+        if args.task:
+            return run_task(pipeline, out, args.task)
+        if args.status:
+            from synthmed.pipeline.launchers.status import print_status
+
+            return print_status(pipeline, out)
+        if args.launcher == "slurm":
+            from synthmed.pipeline.launchers.slurm import launch
+
+            return launch(pipeline, out, _reproduce_args(args, out), args.resources, args.dry_run)
         if args.dry_run:
             skipped: dict[str, str] = {}
             for stage in pipeline.stages:

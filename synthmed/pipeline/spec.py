@@ -35,7 +35,8 @@ __all__ = ["PipelineError", "Pipeline", "Stage", "load_pipeline", "parse_value",
            "unmet_requirement"]
 
 STAGE_KEYS = {"name", "verb", "config", "args", "matrix", "row", "description", "requires"}
-TOP_KEYS = {"name", "description", "params", "scales", "stages", "paper", "report", "templates"}  # templates: YAML anchors only
+TOP_KEYS = {"name", "description", "params", "scales", "stages", "paper", "report", "templates",
+            "resources"}  # resources: per-stage SLURM requests (synthmed/pipeline/launchers/resources.py)  # templates: YAML anchors only
 REFERENCE = re.compile(r"\$\{([^${}]*)\}")  # innermost only: nested references resolve inside-out
 MAX_NESTING = 8
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]*$")
@@ -53,6 +54,7 @@ class Stage:
     description: str = ""
     references: list[tuple[str, str]] = field(default_factory=list)  # (stage, output)
     requires: list[dict[str, str]] = field(default_factory=list)     # [{path, supply}]
+    group: str = ""  # the YAML stage it came from (before matrix expansion): one SLURM job per group
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Pipeline:
     paper: dict[str, Any]
     report: dict[str, Any]
     description: str = ""
+    resources: dict[str, Any] = field(default_factory=dict)  # the YAML's `resources:` block, params resolved
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -163,8 +166,12 @@ def load_pipeline(path: str | Path, scale: str, overrides: dict[str, Any]) -> Pi
     paper = _substitute(spec.get("paper") or {}, param_lookup("paper"))
     report = _substitute(spec.get("report") or {}, param_lookup("report"))
     _check_report(stages, report, paper, where)
+    resources = _substitute(spec.get("resources") or {}, param_lookup("resources"))
+    if not isinstance(resources, dict):
+        raise PipelineError(f"{where}: resources must map `default`, stage names and `scales` to SLURM requests")
     return Pipeline(path=path, name=str(spec["name"]), scale=scale, params=params, stages=stages,
-                    paper=paper, report=report, description=str(spec.get("description") or ""))
+                    paper=paper, report=report, description=str(spec.get("description") or ""),
+                    resources=resources)
 
 
 def _expand_stage(raw: dict, where: str, lookup: Callable[[str], Any]) -> list[Stage]:
@@ -201,7 +208,8 @@ def _expand_stage(raw: dict, where: str, lookup: Callable[[str], Any]) -> list[S
             raise PipelineError(f"{where}: stage {name}: config and args must be lists")
         out.append(Stage(name=full_name, verb=body["verb"], config=config, args=[_as_text(a) for a in args],
                          row=body.get("row"), description=str(body.get("description") or ""),
-                         requires=_requirements(body.get("requires"), f"{where}: stage {full_name}")))
+                         requires=_requirements(body.get("requires"), f"{where}: stage {full_name}"),
+                         group=name))
     return out
 
 
