@@ -48,7 +48,9 @@ def request_seed(seed: int, label: int, index: int) -> int:
     return (seed * 10_000_019 + label * 1_000_003 + index) % (2**62)
 
 
-METADATA_COLUMNS = ("file_name", "label", "seed", "sampler", "steps", "guidance", "checkpoint_sha256")
+# `label` is the class index (the order of the set's class names), `class_name` its name: an integer
+# label is what HFDataModule and `datasets` (with `imagefolder_features`) read as a class label.
+METADATA_COLUMNS = ("file_name", "label", "class_name", "seed", "sampler", "steps", "guidance", "checkpoint_sha256")
 
 
 def write_metadata(output_dir: Path, class_names: list[str]) -> Path:
@@ -58,7 +60,7 @@ def write_metadata(output_dir: Path, class_names: list[str]) -> Path:
     Written atomically; `file_name` is relative to `output_dir` as `datasets` imagefolder expects.
     """
     rows = []
-    for name in class_names:
+    for label, name in enumerate(class_names):
         for path in sorted((output_dir / name).glob("*.png")):
             try:
                 with Image.open(path) as img:
@@ -67,7 +69,7 @@ def write_metadata(output_dir: Path, class_names: list[str]) -> Path:
                 continue
             if SEED_KEY not in text:
                 continue
-            rows.append([f"{name}/{path.name}", name, text[SEED_KEY], text.get("synthmed_sampler", ""),
+            rows.append([f"{name}/{path.name}", label, name, text[SEED_KEY], text.get("synthmed_sampler", ""),
                          text.get("synthmed_steps", ""), text.get("synthmed_guidance", ""),
                          text.get("synthmed_checkpoint_sha256", "")])
     target = output_dir / "metadata.csv"

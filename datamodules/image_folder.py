@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import glob
 import logging
 import warnings
 from pathlib import Path
@@ -15,6 +14,7 @@ import pandas as pd
 from datamodules.base import BaseImageDataModule
 from datamodules.image_io import IMAGE_EXTENSIONS, CorruptImageError, read_image, to_model_array
 from datamodules.pixel_hashes import perceptual_hash, pixel_sha256, thumbnail
+from datamodules.mask_files import mask_files
 from datamodules.splits import SubsampleMode, groups_from_pattern, sha256_file, subsample_mask
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class ImageFolderDataModule(BaseImageDataModule):
         use_preset_splits: use Training/Testing (train/val/test) sub-trees when present; set
             false to pool them and split with `test_fraction` / `subsample_fraction` instead.
         mask_pattern: glob (on the file name) of segmentation masks, skipped as images.
-        load_masks: attach `<stem>_mask*.png` masks (union of all) to each image as `mask`.
+        load_masks: attach `<stem>_mask*.png` masks (union of all) to each image as `mask`: beside the
+            image, or in the sibling tree `<root>_masks/` that make-phantoms writes (datamodules.mask_files).
         caption_file: CSV `image_path,text_caption[,label]` (paths relative to `root`).
         skip_corrupt: drop undecodable files (also NaN pixels, oversized headers) at setup with one
             warning each instead of failing.
@@ -233,7 +234,8 @@ class ImageFolderDataModule(BaseImageDataModule):
         if not self.load_masks:
             return None
         path = Path(row["path"])
-        found = sorted(path.parent.glob(f"{glob.escape(path.stem)}_mask*"))
+        key_parts = len(Path(str(row["key"])).parts)  # key is the path relative to the tree's root
+        found = mask_files(path, image_root=path.parents[key_parts - 1])
         mask = None
         for m in found:
             arr = read_image(m)

@@ -28,6 +28,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from datamodules.mask_files import mask_tree
+
+# the file that marks a mask tree as make-phantoms' own (so a leftover of a killed run may be replaced)
+MASK_TREE_MARKER = ".synthmed-phantom-masks"
+
 CLASS_NAMES = ("benign", "malignant", "normal")
 BENIGN, MALIGNANT, NORMAL = 0, 1, 2
 MIN_SIZE = 16
@@ -312,13 +317,16 @@ def phantom_seed(seed: int, label: int, i: int) -> int:
 
 
 def write_phantom_tree(out_dir: str | os.PathLike, per_class: int, size: int, seed: int = 0) -> Path:
-    """Write `<out>/<class>/<class>_<i:05d>.png` and `..._mask.png` (0/255, BUSI style).
+    """Write `<out>/<class>/<class>_<i:05d>.png` and the masks `<out>_masks/<class>/<class>_<i:05d>_mask.png`.
 
-    Refuses an existing non-empty `out_dir` (never overwrites). Images are written into a
-    temporary sibling folder that is renamed into place at the end, so an interrupted run leaves
-    no half-written tree under `out_dir`.
+    Masks (0/255) go to a sibling tree (datamodules.mask_files) so `<out>` holds only images:
+    ImageFolder-style readers counted every mask as an image. Refuses an existing non-empty
+    `out_dir` (never overwrites). Both trees are written into temporary sibling folders and renamed
+    into place at the end, the masks first, so an interrupted run leaves no half-written tree under
+    `out_dir` (a mask tree left without its images by a kill is replaced).
     """
     out = Path(out_dir).expanduser()
+    masks_out = mask_tree(out)
     if per_class < 1:
         raise ValueError(f"per_class={per_class} must be >= 1")
     if int(size) < MIN_SIZE:
@@ -326,19 +334,29 @@ def write_phantom_tree(out_dir: str | os.PathLike, per_class: int, size: int, se
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not empty; choose a new output folder "
                               "(make-phantoms never overwrites)")
+    if masks_out.exists() and not (masks_out / MASK_TREE_MARKER).is_file() and any(masks_out.iterdir()):
+        raise FileExistsError(f"{masks_out} (where the masks of {out} go) already exists and was not written by "
+                              "make-phantoms; choose another output folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp_masks = Path(tempfile.mkdtemp(prefix=f".{masks_out.name}.tmp-", dir=out.parent))
     try:
+        (tmp_masks / MASK_TREE_MARKER).write_text(f"lesion masks of {out.name}/ (synthmed make-phantoms)\n")
         for label, cls in enumerate(CLASS_NAMES):
             (tmp / cls).mkdir()
+            (tmp_masks / cls).mkdir()
             for i in range(per_class):
                 image, mask = render_phantom(label, size, phantom_seed(seed, label, i))
                 Image.fromarray(image).save(tmp / cls / f"{cls}_{i:05d}.png")
-                Image.fromarray(mask * 255).save(tmp / cls / f"{cls}_{i:05d}_mask.png")
+                Image.fromarray(mask * 255).save(tmp_masks / cls / f"{cls}_{i:05d}_mask.png")
+        if masks_out.exists():
+            shutil.rmtree(masks_out)  # a leftover of an interrupted make-phantoms (marker checked above)
+        tmp_masks.rename(masks_out)
         if out.exists():
             out.rmdir()  # empty (checked above); rename needs the name free
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp_masks, ignore_errors=True)
         raise
     return out

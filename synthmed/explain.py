@@ -12,7 +12,8 @@ split the run held out. With --data-root, that tree is split again with --test-f
 For each explained image (chosen round-robin over the classes of the split, seeded): the model's
 prediction, a `lime_image` explanation of the predicted class on SLIC superpixels, an overlay PNG
 (image | top superpixels | lesion outline) in `<out>/overlays/` and in TensorBoard, and a record in
-`<out>/explanations.json`. Where the image has a non-empty `<stem>_mask*.png` (phantoms, BUSI),
+`<out>/explanations.json`. Where the image has a non-empty `<stem>_mask*.png` (beside it as in BUSI,
+or in the `<root>_masks/` tree that make-phantoms writes),
 `lesion_fraction` = share of the top-k positive superpixels' area that lies on the lesion and
 `chance_fraction` = lesion area / image area (what randomly placed superpixels would score):
 their ratio measures whether the classifier "focused on relevant features".
@@ -21,7 +22,6 @@ their ratio measures whether the classifier "focused on relevant features".
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 import time
@@ -35,6 +35,7 @@ import torch
 from PIL import Image, ImageDraw
 from skimage.segmentation import find_boundaries, slic
 
+from datamodules.mask_files import mask_files
 from synthmed.offline import configure_offline
 from synthmed.runs import fresh_out_dir
 
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="ClassifierModule checkpoint (.ckpt)")
     source.add_argument("--run", help="a fit run directory: its best checkpoint and its split_manifest.csv")
-    parser.add_argument("--data-root", default=None, help="class-per-folder image tree (masks as <stem>_mask*.png); "
+    parser.add_argument("--data-root", default=None, help="class-per-folder image tree (masks as <stem>_mask*.png beside the images or in <root>_masks/); "
                         "default: the run's split_manifest.csv")
     parser.add_argument("--num-images", type=int, default=8, help="images to explain (default 8)")
     parser.add_argument("--split", choices=("test", "all"), default="test",
@@ -176,7 +177,8 @@ def load_items(dm, split: str, num_images: int, seed: int) -> tuple[list[Item], 
         ds = dm.dataset(name)
         row = manifest.loc[int(ds.indices[i])]
         path = Path(row["path"])
-        has_mask_file = any(path.parent.glob(f"{glob.escape(path.stem)}_mask*"))
+        # beside the image (BUSI) or in make-phantoms' sibling `<root>_masks/` tree
+        has_mask_file = bool(mask_files(path, image_root=path.parents[len(Path(str(row["key"])).parts) - 1]))
         mask = ds.masks[i].astype(bool) if (ds.masks is not None and has_mask_file) else None
         items.append(Item(ds.images[i], int(ds.labels[i]), mask, str(path), str(row["key"])))
     return items, list(dm.class_names)

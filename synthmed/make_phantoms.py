@@ -1,7 +1,9 @@
 """`synthmed make-phantoms OUT --per-class N --size S [--seed K]`: write the phantom ImageFolder tree.
 
-The tree is `OUT/<class>/<class>_<i:05d>.png` with `<class>_<i:05d>_mask.png` lesion masks next to
-each image (BUSI style), the same images `PhantomDataModule(seed=K, image_size=S)` renders.
+The tree is `OUT/<class>/<class>_<i:05d>.png`, the same images `PhantomDataModule(seed=K,
+image_size=S)` renders; their lesion masks go to `OUT_masks/<class>/<class>_<i:05d>_mask.png`, so
+`OUT` holds only images (torchvision's ImageFolder counts 3 x N, not 6 x N) and the loaders and
+`synthmed explain` find the masks there.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     total = args.per_class * len(CLASS_NAMES)
     print(f"wrote {total} phantoms ({args.per_class} per class: {', '.join(CLASS_NAMES)}) at {args.size} px "
-          f"with masks, seed {args.seed}, in {time.perf_counter() - start:.1f} s")
+          f"with masks in {out.name}_masks/, seed {args.seed}, in {time.perf_counter() - start:.1f} s")
     print(f"out: {out.resolve()}")
     return 0
 

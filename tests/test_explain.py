@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from datamodules.mask_files import mask_files
 from datamodules.phantom_generator import CLASS_NAMES, phantom_seed, render_batch, write_phantom_tree
 from lightning_modules.optim import adamw
 from synthmed import explain
@@ -82,7 +83,7 @@ def test_explain_writes_json_overlays_and_tensorboard(trained, tmp_path, capsys)
             assert "lesion_fraction" not in r
         else:
             assert 0.0 <= r["lesion_fraction"] <= 1.0 and 0.0 <= r["lesion_coverage"] <= 1.0
-            mask = np.asarray(Image.open(r["file"].replace(".png", "_mask.png"))) > 0
+            mask = np.asarray(Image.open(mask_files(r["file"])[0])) > 0  # in make-phantoms' <tree>_masks/
             assert r["chance_fraction"] == pytest.approx(mask.mean())
         overlay = Image.open(out / r["overlay"])
         assert overlay.mode == "RGB" and overlay.width > 3 * overlay.height - 100  # three panels side by side

@@ -138,16 +138,18 @@ def test_tree_writer_layout_and_refusal(tmp_path):
     out = write_phantom_tree(tmp_path / "tree", per_class=2, size=32, seed=1)
     for label, cls in enumerate(CLASS_NAMES):
         names = sorted(p.name for p in (out / cls).iterdir())
-        assert names == [f"{cls}_00000.png", f"{cls}_00000_mask.png", f"{cls}_00001.png", f"{cls}_00001_mask.png"]
+        assert names == [f"{cls}_00000.png", f"{cls}_00001.png"]  # only images: masks go to tree_masks/
+        masks = tmp_path / "tree_masks" / cls
+        assert sorted(p.name for p in masks.iterdir()) == [f"{cls}_00000_mask.png", f"{cls}_00001_mask.png"]
         image = np.asarray(Image.open(out / cls / f"{cls}_00001.png"))
-        mask = np.asarray(Image.open(out / cls / f"{cls}_00001_mask.png"))
+        mask = np.asarray(Image.open(masks / f"{cls}_00001_mask.png"))
         want_img, want_mask = render_phantom(label, 32, phantom_seed(1, label, 1))
         assert np.array_equal(image, want_img) and np.array_equal(mask, want_mask * 255)
     before = (out / "benign" / "benign_00000.png").read_bytes()
     with pytest.raises(FileExistsError, match="not empty"):
         write_phantom_tree(out, per_class=1, size=32, seed=2)
     assert (out / "benign" / "benign_00000.png").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]  # no temp folders left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree", "tree_masks"]  # no temp folders left
 
 
 def test_make_phantoms_verb(tmp_path, capsys):
@@ -155,7 +157,8 @@ def test_make_phantoms_verb(tmp_path, capsys):
     assert make_phantoms.main([str(tmp_path / "empty"), "--per-class", "1", "--size", "16"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"out: {(tmp_path / 'empty').resolve()}"
-    assert len(list((tmp_path / "empty").rglob("*.png"))) == 6
+    assert len(list((tmp_path / "empty").rglob("*.png"))) == 3  # images only
+    assert len(list((tmp_path / "empty_masks").rglob("*_mask.png"))) == 3
     assert make_phantoms.main([str(tmp_path / "empty"), "--per-class", "1"]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
 
