@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     except CvConfigChanged as exc:
         print(f"synthmed cv: error: {exc}", file=sys.stderr)
         return 2
-    rows = []
+    rows, summary_shown = [], False
     for fold in range(args.folds) if args.fold is None else [args.fold]:
         fold_dir = cv_dir / f"fold_{fold}"
         if runs.is_finished(fold_dir):
@@ -104,8 +104,12 @@ def main(argv: list[str]) -> int:
             run_dir, metrics = fold_dir, runs.read_metrics(fold_dir)
         else:
             print(f"=== fold {fold + 1}/{args.folds}", flush=True)
+            # one model summary per cv: the folds train the same model
+            quiet = {"trainer.enable_model_summary": False} if summary_shown else {}
             cli = base.with_options({"data.init_args.num_folds": args.folds, "data.init_args.fold": fold,
-                                     "run_version": f"{name}/fold_{fold}", **restart_options(fold_dir)}).run()
+                                     "run_version": f"{name}/fold_{fold}", **quiet,
+                                     **restart_options(fold_dir)}).run()
+            summary_shown = True
             run_dir, metrics = cli.recorder.run_dir, cli.recorder.metrics
             freed, done = slim_finished_run(run_dir, keep_last=args.keep_last)
             if done:

@@ -3,8 +3,10 @@
 Layout (read by `datasets.load_dataset("imagefolder", data_dir=...)` and `ImageFolderDataModule`):
 
     <output_dir>/<class>/<index:06d>.png    one image, with its own metadata in PNG text chunks
-    <output_dir>/metadata.csv               file_name, label, seed, sampler, steps, guidance,
-                                            checkpoint_sha256 (rebuilt from the PNGs at the end)
+    <output_dir>/metadata.csv               file_name, label (class index), class_name, seed, sampler,
+                                            steps, guidance, checkpoint_sha256 (rebuilt from the PNGs
+                                            at the end; `datamodules.hf.imagefolder_features` makes
+                                            `label` a datasets ClassLabel)
 
 Each PNG is written under a temporary name and renamed, so a kill never leaves a partial file;
 `GenerationDataModule` skips finished indices on the rerun. Under DDP, Lightning's predict
