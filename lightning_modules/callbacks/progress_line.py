@@ -18,14 +18,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-
-def format_seconds(seconds: float) -> str:
-    """'45 s', '3 min', '1 h 05 min'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+from lightning_modules.durations import format_seconds
 
 
 def total_steps(trainer: "pl.Trainer") -> int | None:

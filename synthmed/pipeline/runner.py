@@ -43,7 +43,9 @@ from typing import Any
 
 import yaml
 
+from lightning_modules.durations import format_seconds
 from synthmed.pipeline.kinds import kind_of
+from synthmed.pipeline.stage_progress import stage_header
 from synthmed.pipeline.spec import (Pipeline, PipelineError, Stage, load_pipeline, parse_value, resolve_stage_refs,
                                    unmet_requirement)
 
@@ -192,6 +194,7 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
     state.save()
     total = len(pipeline.stages)
     skipped: dict[str, str] = {}
+    pipeline_start = time.perf_counter()
     for number, stage in enumerate(pipeline.stages, 1):
         record = state.stage(stage.name)
         record.pop("reason", None)
@@ -222,7 +225,9 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
         if moved is not None:
             print(f"stage {stage.name}: previous run did not finish; moved it to {moved}", flush=True)
         argv = kind.task_argv(stage_argv(pipeline, out, stage), None)  # + --ckpt_path of a preempted fit
-        print(f"=== stage {number}/{total} {stage.name}: synthmed {shlex.join(argv)}", flush=True)
+        print(stage_header(number, total, stage.name, argv, time.perf_counter() - pipeline_start, dict(record)),
+              flush=True)
+        print(f"    synthmed {shlex.join(argv)}", flush=True)
         record.pop("exit_code", None)
         record.update({"verb": stage.verb, "argv": argv, "command": "synthmed " + shlex.join(argv),
                        "status": "running", "started": _now(), "dir": str(kind.dir)})
@@ -231,6 +236,7 @@ def run_pipeline(pipeline: Pipeline, out: Path, command: str, in_process: bool =
         code = run_command(argv, out / "stage_logs" / f"{stage.name}.log", in_process)
         record["seconds"] = round(time.perf_counter() - start, 1)
         record["finished"] = _now()
+        print(f"--- stage {number}/{total} {stage.name} took {format_seconds(record['seconds'])}", flush=True)
         if code != 0 or not is_complete(out, stage):
             record["status"] = "failed"
             record["exit_code"] = code
