@@ -131,8 +131,8 @@ class GenerationDataModule(LightningDataModule):
         self.requests: list[dict[str, Any]] = []
         self.checkpoint_sha256 = "none"
         self.checkpoint_path: str | None = None  # the generator checkpoint `predict` restores (set by the CLI)
-        if sampler is not None and sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"data.sampler={sampler!r}; use ddim or ddpm")
+        if sampler is not None and sampler not in ("ddim", "ddpm", "dpmsolver++"):
+            raise ValueError(f"data.sampler={sampler!r}; use ddim, dpmsolver++ or ddpm")
         self.sampling = {k: v for k, v in {"sampler": sampler, "num_inference_steps": num_inference_steps,
                                            "guidance_scale": guidance_scale, "eta": eta}.items() if v is not None}
 

@@ -49,7 +49,8 @@ class DiffusionModule(LoadsLegacyCheckpoints, LightningModule):
         mask_weight: when batches carry a lesion `mask`, the loss at (a one-cell dilation of) the
             lesion is weighted 1 + mask_weight: small lesions otherwise get a tiny share of the
             loss next to the irreducible speckle of the whole image.
-        sampler: "ddim" (`num_inference_steps` steps, `eta`) or "ddpm" (ancestral, all T steps).
+        sampler: "ddim" (`num_inference_steps` steps, `eta`), "dpmsolver++" (DPM-Solver++(2M),
+            `num_inference_steps` steps, deterministic) or "ddpm" (ancestral, all T steps).
         guidance_scale: classifier-free guidance at sampling (1.0 = conditional only, no guidance).
         timestep_spacing: diffusers timestep spacing for DDIM ("trailing" starts at pure noise).
         clip_sample: clip the predicted x0 to [-1, 1] while sampling (null = subclass default).
@@ -77,7 +78,7 @@ class DiffusionModule(LoadsLegacyCheckpoints, LightningModule):
         snr_gamma: float | None = None,
         uncond_prob: float = 0.1,
         mask_weight: float = 0.0,
-        sampler: Literal["ddim", "ddpm"] = "ddim",
+        sampler: Literal["ddim", "ddpm", "dpmsolver++"] = "ddim",
         num_inference_steps: int = 20,
         eta: float = 0.0,
         guidance_scale: float = 1.0,

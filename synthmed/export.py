@@ -1,19 +1,31 @@
-"""`synthmed export --ckpt C --out DIR`: a diffusion checkpoint as diffusers folders.
+"""`synthmed export --ckpt C --out DIR`: a diffusion checkpoint as a complete diffusers folder.
 
-* Pixel model -> a `DDPMPipeline` folder (`model_index.json`, `unet/`, `scheduler/`) that
-  `diffusers.DDPMPipeline.from_pretrained(DIR)` and `DDIMPipeline.from_pretrained(DIR)` load;
-  an unconditional model gives the same image there as `synthmed`'s sampler for the same seed.
-* Latent model -> `unet/`, `vae/` (its `scaling_factor` is the latent scale), `scheduler/`.
+* Unconditional pixel model -> a `DDPMPipeline` folder (`model_index.json`, `unet/`,
+  `scheduler/`) that `DiffusionPipeline.from_pretrained(DIR)`, `DDPMPipeline` and `DDIMPipeline`
+  load with diffusers' own classes; it gives the same image as synthmed's sampler for the same seed.
+* Class-conditional pixel model and latent model (class or no conditioning) -> a
+  `SynthmedDiffusionPipeline` folder: `model_index.json`, `unet/`, `vae/` (latent only; its
+  `scaling_factor` is the latent scale), `scheduler/` (the model's sampler: DDIM, DPM-Solver++ or
+  DDPM) and `synthmed_pipeline.py` (a verbatim copy of `synthmed/diffusers_pipeline.py`, which
+  imports only torch and diffusers). `DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)`
+  loads it offline with diffusers alone: diffusers runs a pipeline class of its own only, and code
+  from a folder only with that flag (see synthmed/diffusers_pipeline.py). For the same seeds,
+  labels and steps it gives the images `synthmed predict` writes.
+* Text-conditional latent model -> the parts (`unet/`, `vae/`, `scheduler/`, the text encoder's
+  weights) with a loading snippet; no pipeline class covers synthmed's text encoder yet.
 
-Both get `synthmed.json` (classes, conditioning, null class, latent scale) and a README.md with
-a loading snippet. Only the checkpoint is read (weights as saved: the EMA ones when EMA was
-on); the training data and the autoencoder checkpoint are not needed.
+Every folder gets `synthmed.json` (classes, conditioning, null class, latent scale) and a model
+card README.md (YAML metadata; data, steps and metrics from the checkpoint's run directory;
+intended use; not for clinical use). Only the checkpoint (and its run directory's config.yaml /
+metrics.json, when there) is read: weights as saved (the EMA ones when EMA was on); the
+training data and the autoencoder checkpoint are not needed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,31 +33,37 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, DDPMPipeline
 
+import synthmed.diffusers_pipeline as pipeline_source
 from lightning_modules.checkpoint_io import load_checkpoint, require_module_checkpoint
 from lightning_modules.diffusion_base import CHECKPOINT_KEY
 from lightning_modules.nets.schedules import NoiseSchedule, build_scheduler
 from lightning_modules.nets.unets import UNET_TYPES
+from synthmed.diffusers_pipeline import SynthmedDiffusionPipeline
+from synthmed.model_card import model_card
 
 EXPECTED = "a checkpoint of a synthmed Pixel/LatentDiffusionModule run (its checkpoints/*.ckpt)"
+PIPELINE_FILE = "synthmed_pipeline"  # <out>/synthmed_pipeline.py, named in model_index.json's _class_name
 
-PIXEL_README = """# {name}: synthmed pixel diffusion model ({module})
+PIPELINE_SNIPPET = """import torch
+from diffusers import DiffusionPipeline
+pipe = DiffusionPipeline.from_pretrained("{out}", trust_remote_code=True)  # runs {file}.py from this folder
+labels = {labels}                      # class indices or names; None = unconditional (null class)
+generator = [torch.Generator().manual_seed(s) for s in range(len(labels))]  # one seed per image
+images = pipe(class_labels=labels, num_inference_steps={steps}, guidance_scale={guidance}, generator=generator).images
+# another sampler on the same betas, e.g. DPM-Solver++:
+# from diffusers import DPMSolverMultistepScheduler
+# pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+"""
 
-```python
-import torch
+PIXEL_SNIPPET = """import torch
 from diffusers import DDPMPipeline, DDIMPipeline
 pipe = DDPMPipeline.from_pretrained("{out}")            # ancestral, all {T} steps
 images = pipe(batch_size=4, generator=torch.Generator().manual_seed(0)).images
 fast = DDIMPipeline.from_pretrained("{out}")            # DDIM
 images = fast(batch_size=4, num_inference_steps=20, eta=0.0, generator=torch.Generator().manual_seed(0)).images
-```
-{conditioning_note}
-Noise schedule: {schedule}. Prediction type: {prediction_type}. Classes: {classes}.
 """
 
-LATENT_README = """# {name}: synthmed latent diffusion model ({module})
-
-```python
-import json, torch
+TEXT_LATENT_SNIPPET = """import json, torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
 root = "{out}"
 unet = UNet2DModel.from_pretrained(root, subfolder="unet")   # {unet_class} for this model
@@ -63,16 +81,15 @@ with torch.no_grad():
         cond, uncond = both.chunk(2)
         x = scheduler.step(uncond + scale * (cond - uncond), t, x, generator=g).prev_sample
     images = vae.decode(x / vae.config.scaling_factor).sample   # in [-1, 1]
-```
-Conditioning: {conditioning}. Classes: {classes}. Noise schedule: {schedule}. Latent scale {latent_scale}.
-{text_note}
+# {text_note}
 """
 
 
-def _load(ckpt: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+def _load(ckpt: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     checkpoint = load_checkpoint(ckpt, "--ckpt", expected=EXPECTED)
     checkpoint = require_module_checkpoint(checkpoint, ckpt, "--ckpt", CHECKPOINT_KEY, EXPECTED)
-    return checkpoint[CHECKPOINT_KEY], checkpoint["state_dict"], checkpoint.get("hyper_parameters", {})
+    meta = {k: checkpoint[k] for k in ("global_step", "epoch") if k in checkpoint}
+    return checkpoint[CHECKPOINT_KEY], checkpoint["state_dict"], checkpoint.get("hyper_parameters", {}), meta
 
 
 def _submodule(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -93,54 +110,76 @@ def _scheduler(state: dict[str, Any], sampler: str):
                            timestep_spacing=state["timestep_spacing"])
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def _vae(state: dict[str, Any], weights: dict[str, torch.Tensor]) -> AutoencoderKL:
+    vae = AutoencoderKL.from_config(state["vae_config"])
+    vae.load_state_dict(_submodule(weights, "vae."))
+    vae.register_to_config(scaling_factor=float(state["latent_scale"]))
+    return vae
+
+
+def _write_pipeline(out: Path, unet, scheduler, vae, info: dict[str, Any], steps: int) -> None:
+    """Save a SynthmedDiffusionPipeline folder whose model_index.json points at the copied source."""
+    pipe = SynthmedDiffusionPipeline(unet=unet, scheduler=scheduler, vae=vae, class_names=info["class_names"],
+                                     null_class=info["null_class"], sample_shape=info["sample_shape"],
+                                     guidance_scale=info["guidance_scale"], num_inference_steps=steps)
+    pipe.save_pretrained(out)
+    shutil.copyfile(pipeline_source.__file__, out / f"{PIPELINE_FILE}.py")
+    index_path = out / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["_class_name"] = [PIPELINE_FILE, SynthmedDiffusionPipeline.__name__]
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False, license: str = "other") -> Path:
     """Write the diffusers folder for `ckpt` into `out` (see the module docstring)."""
     ckpt, out = Path(ckpt), Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
-    state, weights, hparams = _load(ckpt)
+    state, weights, hparams, meta = _load(ckpt)
+    if state["module"] not in ("PixelDiffusionModule", "LatentDiffusionModule"):
+        raise ValueError(f"cannot export a {state['module']} checkpoint")
     out.mkdir(parents=True, exist_ok=True)
     unet = _unet(state, weights)
     schedule = NoiseSchedule.from_dict(state["noise_schedule"])
     classes = state.get("class_names") or []
+    sampler = hparams.get("sampler", "ddim")
+    steps = schedule.num_train_timesteps if sampler == "ddpm" else int(hparams.get("num_inference_steps", 20))
+    guidance = float(hparams.get("guidance_scale", 1.0))
     info = {
         "module": state["module"], "conditioning": state["conditioning"], "class_names": classes,
-        "null_class": state["num_classes"] if state["conditioning"] == "class" else None,
+        "null_class": state["num_classes"] if "class" in state["conditioning"] else None,
         "sample_shape": state["sample_shape"], "prediction_type": state["prediction_type"],
-        "noise_schedule": schedule.to_dict(), "guidance_scale": hparams.get("guidance_scale"),
-        "latent_scale": state.get("latent_scale"), "source_checkpoint": str(ckpt),
+        "noise_schedule": schedule.to_dict(), "guidance_scale": guidance, "sampler": sampler,
+        "num_inference_steps": steps, "latent_scale": state.get("latent_scale"), "source_checkpoint": str(ckpt),
     }
-    if state["module"] == "PixelDiffusionModule":
+    latent = state["module"] == "LatentDiffusionModule"
+    if not latent and state["conditioning"] == "none":
+        pipeline = "DDPMPipeline"
         DDPMPipeline(unet=unet, scheduler=_scheduler(state, "ddpm")).save_pretrained(out)
-        note = ("" if state["conditioning"] == "none" else
-                f"\nThis model is {state['conditioning']}-conditional: diffusers' DDPMPipeline cannot pass "
-                "class labels, so call the U-Net yourself as in the latent snippet of synthmed's README.\n")
-        readme = PIXEL_README.format(name=out.name, module=state["module"], out=out,
-                                     T=schedule.num_train_timesteps, conditioning_note=note, schedule=schedule,
-                                     prediction_type=state["prediction_type"], classes=classes)
-    elif state["module"] == "LatentDiffusionModule":
+        snippet = PIXEL_SNIPPET.format(out=out, T=schedule.num_train_timesteps)
+    elif state["conditioning"] in ("none", "class"):
+        pipeline = SynthmedDiffusionPipeline.__name__
+        _write_pipeline(out, unet, _scheduler(state, sampler), _vae(state, weights) if latent else None, info, steps)
+        labels = list(range(len(classes))) if classes else None
+        snippet = PIPELINE_SNIPPET.format(out=out, file=PIPELINE_FILE, labels=labels if labels else "[None]",
+                                          steps=steps, guidance=guidance)
+        if labels is None:
+            snippet = snippet.replace("class_labels=labels", "batch_size=4").replace("range(len(labels))", "range(4)")
+    else:  # text conditioning: the parts and a hand loop (no pipeline class for synthmed's text encoder)
+        pipeline = "parts (unet, vae, scheduler)"
         unet.save_pretrained(out / "unet")
-        vae = AutoencoderKL.from_config(state["vae_config"])
-        vae.load_state_dict(_submodule(weights, "vae."))
-        vae.register_to_config(scaling_factor=float(state["latent_scale"]))
-        vae.save_pretrained(out / "vae")
+        _vae(state, weights).save_pretrained(out / "vae")
         _scheduler(state, "ddpm").save_pretrained(out / "scheduler")
-        text_note = ""
-        if state["conditioning"] == "text":
-            text_weights = _submodule(weights, "text_encoder.")
-            torch.save(text_weights, out / "synthmed_text_encoder.pt")
-            info["text_encoder"] = hparams.get("text_encoder")
-            text_note = ("Text conditioning: encoder_hidden_states come from synthmed's text encoder "
-                         "(`lightning_modules.nets.text.build_text_encoder(**info['text_encoder'])`, weights in "
-                         "synthmed_text_encoder.pt); pass them to the UNet2DConditionModel instead of class_labels.")
-        readme = LATENT_README.format(name=out.name, module=state["module"], out=out,
-                                      unet_class=type(unet).__name__, guidance=hparams.get("guidance_scale", 1.0),
-                                      conditioning=state["conditioning"], classes=classes, schedule=schedule,
-                                      latent_scale=state["latent_scale"], text_note=text_note)
-    else:
-        raise ValueError(f"cannot export a {state['module']} checkpoint")
+        torch.save(_submodule(weights, "text_encoder."), out / "synthmed_text_encoder.pt")
+        info["text_encoder"] = hparams.get("text_encoder")
+        text_note = ("Text conditioning: encoder_hidden_states come from synthmed's text encoder "
+                     "(lightning_modules.nets.text.build_text_encoder(**info['text_encoder']), weights in "
+                     "synthmed_text_encoder.pt); pass them to the UNet2DConditionModel instead of class_labels.")
+        snippet = TEXT_LATENT_SNIPPET.format(out=out, unet_class=type(unet).__name__, guidance=guidance, text_note=text_note)
     (out / "synthmed.json").write_text(json.dumps(info, indent=2))
-    (out / "README.md").write_text(readme)
+    (out / "README.md").write_text(model_card(name=out.name, info=info, ckpt=ckpt, checkpoint_meta=meta,
+                                              hparams=hparams, pipeline=pipeline, load_snippet=snippet,
+                                              license=license))
     return out
 
 
@@ -149,9 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", required=True, help="checkpoint of a Pixel/LatentDiffusionModule run")
     parser.add_argument("--out", required=True, help="new folder for the diffusers files")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
+    parser.add_argument("--license", default="other",
+                        help="the model card's license (a Hub license id; default 'other': the data's terms apply)")
     args = parser.parse_args(argv)
     try:
-        out = export_checkpoint(args.ckpt, args.out, overwrite=args.overwrite)
+        out = export_checkpoint(args.ckpt, args.out, overwrite=args.overwrite, license=args.license)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"synthmed export: {err}", file=sys.stderr)
         return 2
