@@ -13,6 +13,7 @@ import getpass
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +27,13 @@ class SlurmUnavailable(RuntimeError):
 
 def _which(name: str) -> str | None:
     return shutil.which(name) or next((str(p) for p in (Path("/usr/sbin") / name,) if p.exists()), None)
+
+
+def _free_port() -> int:
+    """A TCP port nobody listens on now (two clusters, e.g. parallel test runs, must not share one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _real_memory_mb() -> int:
@@ -58,7 +66,7 @@ class SlurmCluster:
             f"StateSaveLocation={r / 'state'}", f"SlurmdSpoolDir={r / 'spool'}",
             f"SlurmctldPidFile={r / 'slurmctld.pid'}", f"SlurmdPidFile={r / 'slurmd.pid'}",
             f"SlurmctldLogFile={r / 'slurmctld.log'}", f"SlurmdLogFile={r / 'slurmd.log'}",
-            "SlurmctldPort=16817", "SlurmdPort=16818", "SchedulerType=sched/backfill",
+            f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}", "SchedulerType=sched/backfill",
             "SchedulerParameters=sched_interval=1", "MinJobAge=600", "KillWait=5", "InactiveLimit=0",
             "SlurmctldParameters=enable_configless",
             f"NodeName=localhost CPUs={self.cpus} RealMemory={_real_memory_mb()} State=UNKNOWN",

@@ -27,16 +27,20 @@ def stage_status(pipeline: Pipeline, out: Path) -> list[tuple[str, str, str]]:
                     found.append("done")
                     continue
                 state = scheduler.state_of(states, job_id, index) if job_id else None
-                if state in scheduler.FAILED or (state == "COMPLETED"):
+                log = job.log(out, job_id, index) if job_id else None
+                if state == "CANCELLED" and not log.is_file():  # --kill-on-invalid-dep: an upstream failed
+                    found.append("cancelled")
+                    detail = "never started: a stage it waits for failed; submit again once that is fixed"
+                elif state in scheduler.FAILED or (state == "COMPLETED"):  # COMPLETED without marker: failed too
                     found.append("failed")
-                    detail = f"{state.lower()}: log {job.log(out, job_id, index)}"
+                    detail = f"{state.lower()}: log {log}"
                 elif state in ("RUNNING", "COMPLETING"):
                     found.append("running")
                 elif state in scheduler.ACTIVE:
                     found.append("pending")
                 else:
                     found.append("not submitted")
-            status = next((s for s in ("failed", "running", "pending", "not submitted") if s in found), "done")
+            status = next((s for s in ("failed", "running", "pending", "cancelled", "not submitted") if s in found), "done")
             if status == "done" and not task_done(pipeline, out, stage, None):
                 status, detail = "done", "folds done; summary written by the next job"
             if job_id and not detail:
