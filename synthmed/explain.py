@@ -37,6 +37,7 @@ from skimage.segmentation import find_boundaries, slic
 
 from datamodules.mask_files import mask_files
 from synthmed.offline import configure_offline
+from synthmed.progress import progress
 from synthmed.runs import fresh_out_dir
 
 # SLIC on the gray level: superpixels follow the lesion's dark margin at 32-128 px (quickshift
@@ -322,9 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     (out / "overlays").mkdir()
     classify = make_classifier_fn(model, int(model.hparams.in_channels), args.batch_size)
     explainer = LimeImageExplainer(random_state=args.seed)
+    if not sys.stderr.isatty():
+        # lime 0.2 has no option for its per-image tqdm bar over the num_samples perturbations; in a
+        # log it is a wall of carriage returns, so off there (`progress` below prints a line instead)
+        import lime.lime_image
+
+        lime.lime_image.tqdm = lambda iterable, *a, **k: iterable
     writer = SummaryWriter(log_dir=str(out))
     records = []
-    for n, item in enumerate(items):
+    for n, item in enumerate(progress(items, desc="LIME", unit="image")):
         record, segments, top_ids = explain_item(explainer, item, classify, args, class_names)
         name = f"{n:03d}_{Path(item.file).stem.replace(' ', '_')}"
         caption = (f"{Path(item.file).name}  true {record['true_class']}  pred {record['predicted_class']} "

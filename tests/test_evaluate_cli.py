@@ -128,8 +128,8 @@ def test_a_set_against_itself_scores_fid_zero_and_ssim_one(capsys, data):
     assert px(record, "clip_score")["computed"] is False
     assert px(record, "near_copy_fraction")["computed"] is False
     assert record["settings"]["pixel"]["ms_ssim"]["kernel_size"] == 3  # 32 px: small-image settings, recorded
-    assert record["inputs"]["real"]["n_images"] == 3 * PER_CLASS  # masks skipped
-    assert record["inputs"]["real"]["skipped_mask_files"] == 3 * PER_CLASS
+    assert record["inputs"]["real"]["n_images"] == 3 * PER_CLASS  # images only
+    assert record["inputs"]["real"]["skipped_mask_files"] == 0  # make-phantoms writes masks to <tree>_masks/
     md = (out / "evaluation.md").read_text()
     assert f"`kid[{name}]`" in md and "kernel_size=3, betas=(0.2, 0.3, 0.5)" in md
     assert "not computed: no local weights" in md

@@ -59,3 +59,13 @@ def test_progress_line_prints_every_interval_only_without_a_bar(caplog, monkeypa
     trainer.progress_bar_callback = object()  # on a terminal the bar shows progress instead
     callback.on_train_batch_end(trainer, None, None, None, 5)
     assert len(printed) == 2
+
+
+def test_progress_helper_prints_plain_lines_to_a_log(capsys, monkeypatch):
+    import synthmed.progress as module
+
+    clock = iter([0.0, 5.0, 31.0, 40.0])
+    monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
+    assert list(module.progress(range(3), desc="LIME", every_s=30)) == [0, 1, 2]  # stderr is captured: no TTY
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["LIME: 2/3 (67 %), 31 s elapsed, about 16 s left"]

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthmed.progress import progress
 from synthmed.runs import file_sha256
 
 MAX_AUTOENCODER_FEATURES = 2048
@@ -191,7 +192,8 @@ def extract_features(extractor: FeatureExtractor, images: torch.Tensor, batch_si
     """Features (float32 N x D, on the CPU) of uint8 images N x C x S x S."""
     extractor = extractor.to(device)
     chunks = []
-    for start in range(0, images.shape[0], batch_size):
+    starts = range(0, images.shape[0], batch_size)
+    for start in progress(starts, desc=f"features ({images.shape[0]} images)", unit="batch"):
         batch = extractor.prepare(images[start:start + batch_size].to(device))
         chunks.append(extractor(batch).float().flatten(1).cpu())
     return torch.cat(chunks)
