@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,8 @@ def test_tiny_pipeline_writes_report_with_our_and_paper_rows(tiny_run, capsys):
     assert "| TRTR | resnet18 | ours (trtr) | 2 folds |" in report
     ours = next(line for line in report.splitlines() if "ours (trtr)" in line)
     cells = [c.strip() for c in ours.strip("|").split("|")]
-    assert len(cells) == 13 and all("±" in c for c in cells[4:])  # 9 metric columns, mean ± sd
+    assert len(cells) == 14 and all("±" in c for c in cells[4:13])  # 9 metric columns, mean ± sd
+    assert re.fullmatch(r"[\d.]+ \[[\d.]+, [\d.]+\] \(n \d+\)", cells[13])  # test-set accuracy [95 % CI] (n images)
     test_acc = float(cells[9].split("±")[0])
     summary = (out / "trtr" / "cv" / "cv_summary.csv").read_text().splitlines()
     header, mean = summary[0].split(","), next(r for r in summary if r.startswith("mean")).split(",")
