@@ -234,8 +234,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         if not self.load_masks:
             return None
         path = Path(row["path"])
-        key_parts = len(Path(str(row["key"])).parts)  # key is the path relative to the tree's root
-        found = mask_files(path, image_root=path.parents[key_parts - 1])
+        found = mask_files(path)
         mask = None
         for m in found:
             arr = read_image(m)

@@ -21,16 +21,21 @@ def mask_tree(image_root: str | Path) -> Path:
 
 
 def mask_files(image: str | Path, image_root: str | Path | None = None) -> list[Path]:
-    """The mask files of `image`: `<stem>_mask*` beside it, else in `mask_tree(image_root)` at the same
-    relative folder. `image_root` defaults to the image's class folder's parent (ImageFolder layout)."""
+    """The mask files of `image`: `<stem>_mask*` beside it, else in the mask tree of its tree root at the
+    same relative folder. The root is `image_root` when given, else the nearest of the image's class
+    folder's parent and the folders above it (up to 3 more) that has a `<name>_masks` sibling holding them."""
     path = Path(image)
     pattern = f"{glob.escape(path.stem)}_mask*"
     beside = sorted(path.parent.glob(pattern))
     if beside:
         return beside
-    root = Path(image_root) if image_root is not None else path.parent.parent
-    try:
-        relative = path.parent.relative_to(root)
-    except ValueError:
-        return []
-    return sorted((mask_tree(root) / relative).glob(pattern))
+    roots = [Path(image_root)] if image_root is not None else list(path.parents[1:5])
+    for root in roots:
+        try:
+            relative = path.parent.relative_to(root)
+        except ValueError:
+            continue
+        found = sorted((mask_tree(root) / relative).glob(pattern))
+        if found:
+            return found
+    return []

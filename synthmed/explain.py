@@ -179,7 +179,7 @@ def load_items(dm, split: str, num_images: int, seed: int) -> tuple[list[Item], 
         row = manifest.loc[int(ds.indices[i])]
         path = Path(row["path"])
         # beside the image (BUSI) or in make-phantoms' sibling `<root>_masks/` tree
-        has_mask_file = bool(mask_files(path, image_root=path.parents[len(Path(str(row["key"])).parts) - 1]))
+        has_mask_file = bool(mask_files(path))
         mask = ds.masks[i].astype(bool) if (ds.masks is not None and has_mask_file) else None
         items.append(Item(ds.images[i], int(ds.labels[i]), mask, str(path), str(row["key"])))
     return items, list(dm.class_names)
