@@ -106,3 +106,13 @@ def test_reverse_diffusion_progress_can_be_silenced(capsys):
     x = reverse_diffusion(lambda x, t: torch.zeros_like(x), scheduler, (1, 1, 4, 4), num_inference_steps=3,
                           generator=torch.Generator().manual_seed(0), progress=False)
     assert x.shape == (1, 1, 4, 4) and capsys.readouterr().err == ""
+
+
+def test_benchmark_parses_configs_and_names_a_missing_model(tmp_path):
+    from benchmarks import dpm_solver
+
+    assert dpm_solver.parse_configs("dpmsolver++:10, ddim:50") == [("dpmsolver++", 10), ("ddim", 50)]
+    with pytest.raises(SystemExit, match="sampler:steps"):
+        dpm_solver.parse_configs("euler:10")
+    with pytest.raises(SystemExit, match="no LDM checkpoint; train the quickstart first"):
+        dpm_solver.main(["--run", str(tmp_path)])
