@@ -118,7 +118,8 @@ def test_abd_smoke(tmp_path, data_dir, capsys):
     ssim = lines_with(report, "| proposed | SSIM | 0.4728 (Table 1); 0.9923 (abstract) |")
     assert [row[3] for row in ssim] == ["`ssim[nearest_real]`", "`ssim[random_pairs]`"]
     assert all(-1 <= number(row[4]) <= 1 for row in ssim)
-    assert "| proposed | CLIP | 0.209 | `clip_score` | not computed: no local weights" in report
+    assert ("| proposed | CLIP | 0.209 (cosine scale; = 20.9 on ours, 100 × cosine) | `clip_score` | "
+            "not computed: no local weights") in report  # the paper's cosine vs torchmetrics' 100 x cosine
     assert "| proposed | LPIPS | 0.92 | `lpips` | not computed: no local weights" in report
     assert "| all (evaluate_inception) |" in report and "supply torch-fidelity's weights-inception" in report
 
