@@ -131,7 +131,8 @@ def test_a_new_kind_is_one_class_and_one_registry_line(tmp_path, monkeypatch, ca
     out = tmp_path / "out"
     # the second stage gets a path as --seed: make-phantoms refuses it, which shows the output was resolved
     assert reproduce([str(path), "--out", str(out), "--in-process"]) == 1
-    assert len(list((out / "tree" / "benign").glob("*.png"))) == 4  # 2 images + 2 masks
+    assert len(list((out / "tree" / "benign").glob("*.png"))) == 2  # 2 images; their masks are a sibling tree
+    assert len(list((out / "tree_masks" / "benign").glob("*.png"))) == 2
     state = json.loads((out / "pipeline_state.json").read_text())
     assert state["stages"]["tree"]["status"] == "complete" and state["stages"]["tree"]["verb"] == "phantom-copy"
     assert state["stages"]["again"]["argv"][-1] == str(out / "tree" / "benign")
