@@ -27,36 +27,9 @@ import pandas as pd
 
 from . import db, stats
 from .escaping import csv_safe, md_text
+from .report_common import REPORT_NAME, _fmt, _prepare_out, md_table
 
-REPORT_NAME = "reader_study_report.md"
 _COLOURS = {"real": "#4c956c", "fake": "#c44536", "unclear": "#b8bec6"}
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.3f}"
-    return md_text(value)
-
-
-def md_table(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table (no tabulate dependency)."""
-    if not len(frame):
-        return "_none_\n"
-    head = "| " + " | ".join(map(md_text, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(False)]
-    return "\n".join([head, rule, *body]) + "\n"
-
-
-def _prepare_out(study: Path, out: Path | None) -> Path:
-    out = out or study.with_name(f"{study.stem}_report")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the report")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_NAME).exists():
-        raise ValueError(f"--out {out} is a non-empty folder that holds no earlier reader-study "
-                         "report; give a new or empty folder so no file of yours is replaced")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def bar_chart(counts: pd.DataFrame, path: Path) -> None:

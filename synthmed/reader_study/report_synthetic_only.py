@@ -31,7 +31,7 @@ from . import db, stats
 from .background import all_backgrounds
 from .escaping import csv_safe, md_text
 from .paper_counts import ANSWERS
-from .report import REPORT_NAME, _prepare_out, md_table
+from .report_common import REPORT_NAME, _prepare_out, md_table
 
 ALL = "all"
 # the stored vote of each answer of the synthetic-only page (pages.SYNTHETIC_ONLY_LABELS)

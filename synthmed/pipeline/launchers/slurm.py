@@ -49,7 +49,7 @@ class StageJob:
 
 def plan(pipeline: Pipeline, out: Path, resource_overrides: list[str]) -> list[StageJob]:
     """Every stage's job with all its tasks (done or not), in pipeline order, then the report job."""
-    from synthmed.pipeline.runner import skip_reason, stage_argv
+    from synthmed.pipeline.commands import skip_reason, stage_argv
 
     jobs: dict[str, StageJob] = {}
     skipped: dict[str, str] = {}
