@@ -19,7 +19,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from lightning_modules.callbacks.sample_grid import log_image_grid
 from lightning_modules.checkpoint_io import load_checkpoint, require_module_checkpoint
-from lightning_modules.optim import LoadsLegacyCheckpoints, configure_injected, plain_hyperparameters
+from lightning_modules.optim import LoadsLegacyCheckpoints, configure_injected, save_plain_hyperparameters
 
 
 def build_autoencoder(in_channels: int, latent_channels: int, block_out_channels: list[int],
@@ -81,9 +81,7 @@ class AutoencoderModule(LoadsLegacyCheckpoints, LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        plain_hyperparameters(self)
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        save_plain_hyperparameters(self, optimizer, lr_scheduler)
         self.vae = build_autoencoder(in_channels, latent_channels, list(block_out_channels), layers_per_block,
                                      norm_num_groups, image_size, mid_block_attention)
         self.lpips = self._build_lpips(perceptual_weight, lpips_net)

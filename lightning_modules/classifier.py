@@ -24,7 +24,7 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusion
                                          MulticlassPrecision, MulticlassRecall)
 
 from lightning_modules.nets.backbones import ARCHS, build_backbone
-from lightning_modules.optim import LoadsLegacyCheckpoints, configure_injected, plain_hyperparameters
+from lightning_modules.optim import LoadsLegacyCheckpoints, configure_injected, save_plain_hyperparameters
 from lightning_modules.test_predictions import PREDICTIONS_FILE, PerImagePredictions, write_predictions_csv
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,7 @@ class ClassifierModule(LoadsLegacyCheckpoints, LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        plain_hyperparameters(self)
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        save_plain_hyperparameters(self, optimizer, lr_scheduler)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names {class_names} but "
                              f"model.num_classes={num_classes}")

@@ -21,6 +21,7 @@ print nor override a partial; the YAMLs spell the optimizer out.
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import math
 import os
@@ -139,6 +140,15 @@ def plain_hyperparameters(module: Any, keys: tuple[str, ...] = ("optimizer", "lr
                 hparams[key] = value.to_dict()
             elif key in keys and not (value is None or isinstance(value, dict)):
                 del hparams[key]
+
+
+def save_plain_hyperparameters(module: Any, optimizer: Any, lr_scheduler: Any) -> None:
+    """`save_hyperparameters()` of the calling `__init__` (its frame, which Lightning would find itself
+    when called there), made plain (`plain_hyperparameters`), and the injected optimizer and LR
+    scheduler kept on the module for `configure_optimizers`."""
+    module.save_hyperparameters(frame=inspect.currentframe().f_back)
+    plain_hyperparameters(module)
+    module.optimizer, module.lr_scheduler = optimizer, lr_scheduler
 
 
 # hyper-parameters of checkpoints written before the optimizer, LR scheduler and noise schedule were arguments

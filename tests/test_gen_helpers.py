@@ -19,6 +19,29 @@ TINY_TEXT_UNET = dict(TINY_UNET, type="unet2d_condition", down_block_types=["Cro
 TINY_AE = {"block_out_channels": [8, 16], "latent_channels": 2, "norm_num_groups": 8, "layers_per_block": 1}
 CLASS_NAMES = ["benign", "malignant", "normal"]
 
+# YAML pieces of the step-based tiny-LDM CLI runs (test_scale_ddp, test_scale_resume), with braces
+# doubled for str.format: a quiet step-budget trainer with the schedule logger and EMA, and the U-Net.
+QUIET_EMA_TRAINER_YAML = """  max_epochs: -1
+  limit_val_batches: 1
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  callbacks:
+    - class_path: lightning_modules.callbacks.noise_schedule.NoiseScheduleCallback
+    - class_path: lightning_modules.callbacks.ema.EMA
+      init_args: {{decay: 0.9, update_starting_at_step: 0}}
+"""
+CLASS_LDM_YAML = """model:
+  class_path: lightning_modules.diffusion.LatentDiffusionModule
+  init_args:
+    autoencoder_ckpt: {ae}
+    cache_latents: memory
+    conditioning: class
+"""  # then more init_args, then TINY_UNET_YAML
+TINY_UNET_YAML = """    unet: {{type: unet2d, block_out_channels: [16, 32], down_block_types: [DownBlock2D, DownBlock2D],
+            up_block_types: [UpBlock2D, UpBlock2D], layers_per_block: 1, norm_num_groups: 8}}
+"""
+
 
 class SquaresDataset(Dataset):
     """Contract dicts: a bright square whose position says the class, on a dark noisy background."""

@@ -7,8 +7,6 @@ Needs the Debian packages ``chromium`` and ``chromium-driver``; skipped without 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
@@ -16,35 +14,19 @@ from synthmed.reader_study.cli import main
 from synthmed.reader_study.create import create_synthetic_only_study
 from synthmed.reader_study.demo import make_demo_trees
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                       reason="needs Debian packages chromium and chromium-driver "
-                              "(/usr/bin/chromium, /usr/bin/chromedriver)"),
-]
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from reader_study_helpers import add_readers, free_port, start_server
-from test_reader_study_browser import is_stale  # noqa: E402
+# the same skip rules (chromium, chromedriver, selenium) and browser setup as the blinded-study test
+from test_reader_study_browser import _chromium, is_stale, pytestmark  # noqa: E402,F401
 
 
 @pytest.fixture()
 def driver(tmp_path):
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1000,1000",
-                 f"--user-data-dir={tmp_path / 'chrome-profile'}"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    browser.set_page_load_timeout(20)
+    browser = _chromium(tmp_path / "chrome-profile")
     yield browser
     browser.quit()
 

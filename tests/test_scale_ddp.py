@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_gen_helpers import CLASS_LDM_YAML, QUIET_EMA_TRAINER_YAML, TINY_UNET_YAML
 
 from synthmed.cli import main
 
@@ -48,30 +49,13 @@ seed_everything: 3
 test_after_fit: false
 trainer:
   max_steps: 4
-  max_epochs: -1
-  limit_val_batches: 1
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  callbacks:
-    - class_path: lightning_modules.callbacks.noise_schedule.NoiseScheduleCallback
-    - class_path: lightning_modules.callbacks.ema.EMA
-      init_args: {{decay: 0.9, update_starting_at_step: 0}}
-    - class_path: lightning_modules.callbacks.sample_grid.SampleGridCallback
+""" + QUIET_EMA_TRAINER_YAML + """    - class_path: lightning_modules.callbacks.sample_grid.SampleGridCallback
       init_args: {{every_n_epochs: 1, num_per_class: 2, num_inference_steps: 2}}
     - class_path: lightning_modules.callbacks.checkpoint.StepCheckpoint
       init_args: {{save_last: true, save_top_k: 1, every_n_train_steps: 2}}
-model:
-  class_path: lightning_modules.diffusion.LatentDiffusionModule
-  init_args:
-    autoencoder_ckpt: {ae}
-    cache_latents: memory
-    conditioning: class
-    num_inference_steps: 2
+""" + CLASS_LDM_YAML + """    num_inference_steps: 2
     noise_schedule: {{num_train_timesteps: 50}}
-    unet: {{type: unet2d, block_out_channels: [16, 32], down_block_types: [DownBlock2D, DownBlock2D],
-            up_block_types: [UpBlock2D, UpBlock2D], layers_per_block: 1, norm_num_groups: 8}}
-data:
+""" + TINY_UNET_YAML + """data:
   class_path: datamodules.phantoms.PhantomDataModule
   init_args: {{num_per_class: 8, image_size: 16, batch_size: 4}}
 """

@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_gen_helpers import CLASS_LDM_YAML, QUIET_EMA_TRAINER_YAML, TINY_UNET_YAML
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -64,31 +65,14 @@ trainer:
   accelerator: cpu
   devices: 1
   max_steps: {max_steps}
-  max_epochs: -1
-  limit_val_batches: 1
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  callbacks:
-    - class_path: lightning_modules.callbacks.noise_schedule.NoiseScheduleCallback
-    - class_path: lightning_modules.callbacks.ema.EMA
-      init_args: {{decay: 0.9, update_starting_at_step: 0}}
-    - class_path: lightning_modules.callbacks.checkpoint.StepCheckpoint
+""" + QUIET_EMA_TRAINER_YAML + """    - class_path: lightning_modules.callbacks.checkpoint.StepCheckpoint
       init_args: {{save_last: true, save_top_k: 1, every_n_train_steps: {every}}}
     - class_path: test_scale_resume.BatchOrderRecorder
-model:
-  class_path: lightning_modules.diffusion.LatentDiffusionModule
-  init_args:
-    autoencoder_ckpt: {ae}
-    cache_latents: memory
-    conditioning: class
-    uncond_prob: 0.3
+""" + CLASS_LDM_YAML + """    uncond_prob: 0.3
     noise_schedule: {{name: cosine, num_train_timesteps: 100}}
     optimizer: {{class_path: torch.optim.AdamW, init_args: {{lr: 2.0e-3, weight_decay: 0.0}}}}
     lr_scheduler: {{class_path: lightning_modules.optim.WarmupCosineLR, init_args: {{warmup_steps: 2, decay: cosine}}}}
-    unet: {{type: unet2d, block_out_channels: [16, 32], down_block_types: [DownBlock2D, DownBlock2D],
-            up_block_types: [UpBlock2D, UpBlock2D], layers_per_block: 1, norm_num_groups: 8}}
-data:
+""" + TINY_UNET_YAML + """data:
   class_path: datamodules.phantoms.PhantomDataModule
   init_args: {phantoms}
 """
