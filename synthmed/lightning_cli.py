@@ -121,9 +121,9 @@ class SynthmedCLI(LightningCLI):
         self._link_data_to_model(config)
         self._skip_initial_weights_when_resuming(config)
         if default_logger and config.run_version is not None:
-            self._refuse_a_used_run_directory(config)
             if trainer.get("default_root_dir") is None:  # Lightning's SLURM hpc_ckpt_N.ckpt goes here (else: cwd)
                 trainer.default_root_dir = str(Path(config.logs_root) / str(config.experiment) / str(config.run_version))
+            self._refuse_a_used_run_directory(config)  # after: the stored config.yaml holds default_root_dir too
 
     def _refuse_a_used_run_directory(self, config) -> None:
         """A fixed `run_version` whose directory already holds a run is used again only to resume it.

@@ -64,8 +64,10 @@ def test_writer_layout_metadata_and_rerun(tmp_path, pixel_ckpt):
     assert files == [f"{c}/{i:06d}.png" for c in CLASS_NAMES for i in range(3)]
     rows = read_metadata(out)
     assert [r["file_name"] for r in rows] == files
-    assert rows[0].keys() == {"file_name", "label", "seed", "sampler", "steps", "guidance", "checkpoint_sha256"}
-    assert rows[4]["label"] == "malignant" and int(rows[4]["seed"]) == request_seed(0, 1, 1)
+    assert rows[0].keys() == {"file_name", "label", "class_name", "seed", "sampler", "steps", "guidance",
+                              "checkpoint_sha256"}
+    assert rows[4]["label"] == "1" and rows[4]["class_name"] == "malignant"  # integer label: datasets' ClassLabel
+    assert int(rows[4]["seed"]) == request_seed(0, 1, 1)
     assert rows[0]["sampler"] == "ddim" and rows[0]["steps"] == "3" and float(rows[0]["guidance"]) == 2.0
     import hashlib
     assert rows[0]["checkpoint_sha256"] == hashlib.sha256(pixel_ckpt.read_bytes()).hexdigest()
@@ -82,9 +84,11 @@ def test_synthetic_set_loads_with_datasets_imagefolder(tmp_path, pixel_ckpt):
     datasets = pytest.importorskip("datasets")
     out = tmp_path / "synthetic"
     predict(tmp_path, pixel_ckpt, out, n=2)
-    ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
+    from datamodules.hf import imagefolder_features
+
+    ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train", features=imagefolder_features(out))
     assert len(ds) == 6
-    assert sorted(set(ds["label"])) == CLASS_NAMES or ds.features["label"].names == CLASS_NAMES
+    assert ds.features["label"].names == CLASS_NAMES and sorted(set(ds["label"])) == [0, 1, 2]
 
 
 def test_generation_datamodule_validates_and_skips_broken_files(tmp_path):
