@@ -154,7 +154,7 @@ stages:
           class_path: datamodules.image_folder.ImageFolderDataModule
           init_args: {root: "${stages.real.out}", image_size: 32, channels: 1, batch_size: 4, test_fraction: 0.0,
                       val_fraction: 0.25, seed: 0}
-    args: [--trainer.max_epochs, 100000, --trainer.max_steps, 24, --trainer.limit_val_batches, 1,
+    args: [--trainer.max_epochs, 100000, --trainer.max_steps, 400, --trainer.limit_val_batches, 1,
            --trainer.enable_progress_bar, "false"]
 """
 
@@ -167,7 +167,7 @@ def test_sigusr1_saves_hpc_checkpoint_in_the_run_and_the_requeued_fit_resumes_fr
     jobs = dict(re.findall(r"^(\S+): submitted job (\d+)", capsys.readouterr().out, re.M))
     run = out / "ae" / "run"
     wait_for(lambda: (run / "config.yaml").is_file())  # the fit has started
-    time.sleep(2)
+    time.sleep(1)  # a few steps in; 400 steps take ~20 s here, so the signal lands mid-fit
     # what SLURM does 90 s before the time limit with --signal=SIGUSR1@90: signal the job step
     subprocess.run(["scancel", "--signal=USR1", jobs["ae"]], env=slurm.env, check=True)
     wait_for(lambda: any(run.glob("hpc_ckpt_*.ckpt")), 120)
