@@ -23,7 +23,7 @@ from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.hashing import file_sha256
+from datamodules.weights_digest import checkpoint_weights_sha256
 from datamodules.synthetic_set_record import check_or_write_record
 
 log = logging.getLogger(__name__)
@@ -155,11 +155,12 @@ class GenerationDataModule(LightningDataModule):
 
     def set_record(self) -> dict[str, Any]:
         """What this set is generated with (see `datamodules.synthetic_set_record`): the generator
-        checkpoint's sha256 and the effective sampling settings (the model's, overridden by ours)."""
+        checkpoint's weights sha256 (`datamodules.weights_digest`: the same weights give the same
+        value wherever the run lives) and the effective sampling settings (the model's, overridden by ours)."""
         trainer = self.trainer
         # Lightning learns `predict(ckpt_path=...)` only after setup: the CLI sets `checkpoint_path` for it
         ckpt = self.checkpoint_path or (getattr(trainer, "ckpt_path", None) if trainer is not None else None)
-        self.checkpoint_sha256 = file_sha256(ckpt) if ckpt and Path(ckpt).is_file() else "none"
+        self.checkpoint_sha256 = checkpoint_weights_sha256(ckpt) if ckpt and Path(ckpt).is_file() else "none"
         hparams = getattr(getattr(trainer, "lightning_module", None), "hparams", None) or {}
         sampling = {k: hparams[k] for k in ("sampler", "num_inference_steps", "guidance_scale", "eta") if k in hparams}
         sampling.update(self.sampling)

@@ -1,10 +1,10 @@
 """`synthetic_set.json`: what a synthetic-set folder was generated with, so one folder holds one set.
 
 `GenerationDataModule.setup` writes it into `output_dir` before the first image and, on every
-later `predict` into the same folder, compares it with the new request: the generator
-checkpoint's sha256, the effective sampler / steps / guidance / eta (the model's own, or the
-data's overrides), the seed, the classes and their prompts, image size and channels. Only an
-identical request resumes (raising `num_per_class` adds the missing indices of the same set);
+later `predict` into the same folder, compares it with the new request: the sha256 of the
+generator checkpoint's weights (`datamodules.weights_digest`; the file's bytes name the run's
+folders), the effective sampler / steps / guidance / eta (the model's own, or the data's overrides),
+the seed, the classes and their prompts, image size and channels. Only an identical request resumes (raising `num_per_class` adds the missing indices of the same set);
 anything else is refused before a file is touched, and so is a non-empty folder without the
 record (a user's images, or a set of an older synthmed). Without it a rerun with other settings
 mixed DDIM-2 and DDIM-5 images in one set, and a user's `benign/000000.png` was replaced.
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 RECORD_NAME = "synthetic_set.json"
-FORMAT = 1
+FORMAT = 2  # 1: `checkpoint_sha256` was the checkpoint file's sha256; 2: its weights' (weights_digest)
 GROWABLE = ("num_per_class",)  # may grow on a rerun: the new indices extend the same set
-NOT_COMPARED = ("format", "checkpoint")  # the checkpoint's path may move; its sha256 is compared
+NOT_COMPARED = ("format", "checkpoint")  # the checkpoint's path may move; its weights' sha256 is compared
 
 
 class SyntheticSetConflict(ValueError):
@@ -60,6 +60,9 @@ def check_or_write_record(output_dir: Path, record: dict[str, Any], write: bool 
             raise SyntheticSetConflict(f"{path} cannot be read ({exc}); nothing was changed. Give a new "
                                        f"{option}, or delete {output_dir} to generate it again") from exc
         diffs = _differences(old, record)
+        if diffs and old.get("format", 1) < 2 and any(d.startswith("checkpoint_sha256:") for d in diffs):
+            diffs.append("(this set was written by an older synthmed, whose checkpoint_sha256 hashed the "
+                         "checkpoint file; it now hashes the weights, so the same generator reads as another)")
         if diffs:
             raise SyntheticSetConflict(
                 f"{option}={output_dir} holds a synthetic set generated with other settings "

@@ -69,8 +69,8 @@ def test_writer_layout_metadata_and_rerun(tmp_path, pixel_ckpt):
     assert rows[4]["label"] == "1" and rows[4]["class_name"] == "malignant"  # integer label: datasets' ClassLabel
     assert int(rows[4]["seed"]) == request_seed(0, 1, 1)
     assert rows[0]["sampler"] == "ddim" and rows[0]["steps"] == "3" and float(rows[0]["guidance"]) == 2.0
-    import hashlib
-    assert rows[0]["checkpoint_sha256"] == hashlib.sha256(pixel_ckpt.read_bytes()).hexdigest()
+    from datamodules.weights_digest import checkpoint_weights_sha256  # the weights', not the file's bytes
+    assert rows[0]["checkpoint_sha256"] == checkpoint_weights_sha256(pixel_ckpt)
     img = Image.open(out / files[0])
     assert img.mode == "L" and img.size == (16, 16)
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}

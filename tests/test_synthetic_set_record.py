@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from datamodules.generation import GenerationDataModule
 from datamodules.synthetic_set_record import RECORD_NAME, SyntheticSetConflict
@@ -73,7 +74,10 @@ def test_another_checkpoint_is_refused(tmp_path, pixel_ckpt):  # noqa: F811
     out = tmp_path / "synthetic"
     generate(tmp_path, pixel_ckpt, out)
     other = tmp_path / "other.ckpt"
-    other.write_bytes(pixel_ckpt.read_bytes() + b"\0")  # still loads: torch reads the zip directory
+    checkpoint = torch.load(pixel_ckpt, map_location="cpu", weights_only=True)
+    name = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
+    checkpoint["state_dict"][name] = checkpoint["state_dict"][name] + 1e-3  # other weights: another generator
+    torch.save(checkpoint, other)
     with pytest.raises(SyntheticSetConflict, match=r"checkpoint_sha256: '[0-9a-f]{64}' in the folder"):
         generate(tmp_path, other, out)
 

@@ -30,13 +30,15 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from datamodules.generation import SEED_KEY, image_path, write_metadata
-from datamodules.hashing import file_sha256 as shared_file_sha256
+from datamodules.weights_digest import checkpoint_weights_sha256
 
 
-def file_sha256(path: str | os.PathLike | None) -> str:
+def weights_sha256(path: str | os.PathLike | None) -> str:
+    """The generator's id in each PNG: the sha256 of the checkpoint's weights, not of its bytes (those
+    hold the run's paths, so the same run in two folders would write other PNG bytes and other folds)."""
     if not path or not Path(path).is_file():
         return "none"
-    return shared_file_sha256(path)
+    return checkpoint_weights_sha256(path)
 
 
 def save_png_atomic(array: np.ndarray, path: Path, text: dict[str, str]) -> None:
@@ -81,7 +83,7 @@ class SyntheticSetWriter(BasePredictionWriter):
         self._out, self._class_names = self._resolve(trainer)
         self._out.mkdir(parents=True, exist_ok=True)
         known = getattr(trainer.datamodule, "checkpoint_sha256", None)  # GenerationDataModule hashed it already
-        self.checkpoint_sha256 = known if known not in (None, "none") else file_sha256(trainer.ckpt_path)
+        self.checkpoint_sha256 = known if known not in (None, "none") else weights_sha256(trainer.ckpt_path)
         self.written = 0
 
     def write_on_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", prediction: dict[str, Any],
