@@ -1,6 +1,9 @@
-"""A diffusers pipeline for synthmed's class-conditional latent and pixel diffusion models.
+"""A diffusers pipeline for synthmed's class-conditional pixel models (and latent ones DiT cannot hold).
 
-`synthmed export` copies this file, unchanged, into every exported folder as
+Latent models normally export as diffusers' own `DiTPipeline` (synthmed/dit_export.py), which
+loads without `trust_remote_code`. diffusers has no class-conditional pixel pipeline, so for those
+(and a latent model DiT does not fit: non-square latents, synthmed's own U-Net, >= 1000 classes)
+`synthmed export` copies this file, unchanged, into the exported folder as
 `synthmed_pipeline.py` and names it in `model_index.json` (`"_class_name": ["synthmed_pipeline",
 "SynthmedDiffusionPipeline"]`), so the folder loads with diffusers alone, offline:
 
@@ -113,7 +116,7 @@ class SynthmedDiffusionPipeline(DiffusionPipeline):
                                          class_labels=labels if labels is not None else None).sample
             x = self.scheduler.step(model_output, t, x, generator=generator, **step_kwargs).prev_sample
         if self.vae is not None:
-            x = self.vae.decode(x / self.vae.config.scaling_factor).sample
+            x = self.vae.decode(1.0 / self.vae.config.scaling_factor * x).sample  # as synthmed and DiTPipeline
         images = ((x.clamp(-1, 1) + 1) / 2).float().clamp(0, 1).cpu()
         if output_type != "pt":
             images = images.permute(0, 2, 3, 1).numpy()

@@ -1,24 +1,31 @@
 """`synthmed export --ckpt C --out DIR`: a diffusion checkpoint as a complete diffusers folder.
 
+* Latent model, class-conditional or unconditional (a diffusers `UNet2DModel`, square latents,
+  < 1000 classes: every model synthmed's configs build) -> a folder of diffusers' own
+  `DiTPipeline` (`model_index.json`, `transformer/` = the U-Net with a 1001-row class embedding,
+  `vae/` with the latent scale as `scaling_factor`, `scheduler/` = the model's sampler, `id2label`)
+  that plain `DiffusionPipeline.from_pretrained(DIR)` loads offline; for the same seeds, labels,
+  guidance and steps it gives the images `synthmed predict` writes (deterministic samplers; see
+  synthmed/dit_export.py for the fit, step by step, and its limits).
 * Unconditional pixel model -> a `DDPMPipeline` folder (`model_index.json`, `unet/`,
   `scheduler/`) that `DiffusionPipeline.from_pretrained(DIR)`, `DDPMPipeline` and `DDIMPipeline`
   load with diffusers' own classes; it gives the same image as synthmed's sampler for the same seed.
-* Class-conditional pixel model and latent model (class or no conditioning) -> a
-  `SynthmedDiffusionPipeline` folder: `model_index.json`, `unet/`, `vae/` (latent only; its
-  `scaling_factor` is the latent scale), `scheduler/` (the model's sampler: DDIM, DPM-Solver++ or
-  DDPM) and `synthmed_pipeline.py` (a verbatim copy of `synthmed/diffusers_pipeline.py`, which
-  imports only torch and diffusers). `DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)`
-  loads it offline with diffusers alone: diffusers runs a pipeline class of its own only, and code
-  from a folder only with that flag (see synthmed/diffusers_pipeline.py). For the same seeds,
-  labels and steps it gives the images `synthmed predict` writes.
+* Class-conditional pixel model (diffusers has no class-conditional pixel pipeline) and a latent
+  model DiT cannot hold -> a `SynthmedDiffusionPipeline` folder: `model_index.json`, `unet/`,
+  `vae/` (latent only), `scheduler/` and `synthmed_pipeline.py` (a verbatim copy of
+  `synthmed/diffusers_pipeline.py`, which imports only torch and diffusers).
+  `DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)` loads it offline with diffusers
+  alone: diffusers runs a pipeline class of its own only, and code from a folder only with that
+  flag (see synthmed/diffusers_pipeline.py). For the same seeds, labels and steps it gives the
+  images `synthmed predict` writes.
 * Text-conditional latent model -> the parts (`unet/`, `vae/`, `scheduler/`, the text encoder's
   weights) with a loading snippet; no pipeline class covers synthmed's text encoder yet.
 
-Every folder gets `synthmed.json` (classes, conditioning, null class, latent scale) and a model
-card README.md (YAML metadata; data, steps and metrics from the checkpoint's run directory;
-intended use; not for clinical use). Only the checkpoint (and its run directory's config.yaml /
-metrics.json, when there) is read: weights as saved (the EMA ones when EMA was on); the
-training data and the autoencoder checkpoint are not needed.
+Every folder gets `synthmed.json` (classes, conditioning, null class, latent scale, pipeline) and a
+model card README.md (YAML metadata; data, steps and metrics from the checkpoint's run directory;
+intended use; not for clinical use; how this folder loads). Only the checkpoint (and its run
+directory's config.yaml / metrics.json, when there) is read: weights as saved (the EMA ones when
+EMA was on); the training data and the autoencoder checkpoint are not needed.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from lightning_modules.diffusion_base import CHECKPOINT_KEY
 from lightning_modules.nets.schedules import NoiseSchedule, build_scheduler
 from lightning_modules.nets.unets import UNET_TYPES
 from synthmed.diffusers_pipeline import SynthmedDiffusionPipeline
+from synthmed.dit_export import DIT_NULL_CLASS, dit_notes, dit_snippet, dit_unfit_reason, write_dit_pipeline
 from synthmed.model_card import model_card
 
 EXPECTED = "a checkpoint of a synthmed Pixel/LatentDiffusionModule run (its checkpoints/*.ckpt)"
@@ -153,7 +161,16 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False
         "num_inference_steps": steps, "latent_scale": state.get("latent_scale"), "source_checkpoint": str(ckpt),
     }
     latent = state["module"] == "LatentDiffusionModule"
-    if not latent and state["conditioning"] == "none":
+    notes: list[str] = []
+    unfit = dit_unfit_reason(state, unet)
+    if unfit is None:
+        pipeline = "DiTPipeline"
+        write_dit_pipeline(out, unet, _vae(state, weights), _scheduler(state, sampler),
+                           classes if info["null_class"] is not None else [], info["null_class"])
+        info["diffusers_null_class"] = DIT_NULL_CLASS if info["null_class"] is not None else None
+        snippet = dit_snippet(out, info)
+        notes = dit_notes(info, eta=float(hparams.get("eta", 0.0)))
+    elif not latent and state["conditioning"] == "none":
         pipeline = "DDPMPipeline"
         DDPMPipeline(unet=unet, scheduler=_scheduler(state, "ddpm")).save_pretrained(out)
         snippet = PIXEL_SNIPPET.format(out=out, T=schedule.num_train_timesteps)
@@ -165,6 +182,9 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False
                                           steps=steps, guidance=guidance)
         if labels is None:
             snippet = snippet.replace("class_labels=labels", "batch_size=4").replace("range(len(labels))", "range(4)")
+        notes = [f"diffusers has no built-in pipeline for this model ({unfit}), so the folder ships its own "
+                 f"class in `{PIPELINE_FILE}.py` (torch + diffusers only), which diffusers runs only with "
+                 "`trust_remote_code=True`."]
     else:  # text conditioning: the parts and a hand loop (no pipeline class for synthmed's text encoder)
         pipeline = "parts (unet, vae, scheduler)"
         unet.save_pretrained(out / "unet")
@@ -176,10 +196,11 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False
                      "(lightning_modules.nets.text.build_text_encoder(**info['text_encoder']), weights in "
                      "synthmed_text_encoder.pt); pass them to the UNet2DConditionModel instead of class_labels.")
         snippet = TEXT_LATENT_SNIPPET.format(out=out, unet_class=type(unet).__name__, guidance=guidance, text_note=text_note)
+    info["pipeline"] = pipeline
     (out / "synthmed.json").write_text(json.dumps(info, indent=2))
     (out / "README.md").write_text(model_card(name=out.name, info=info, ckpt=ckpt, checkpoint_meta=meta,
                                               hparams=hparams, pipeline=pipeline, load_snippet=snippet,
-                                              license=license))
+                                              license=license, loading_notes=notes))
     return out
 
 

@@ -52,8 +52,13 @@ def _metric_lines(run_dir: Path | None) -> list[str]:
 
 
 def model_card(*, name: str, info: dict[str, Any], ckpt: Path, checkpoint_meta: dict[str, Any],
-               hparams: dict[str, Any], pipeline: str, load_snippet: str, license: str = "other") -> str:
-    """The README.md text for an export folder (see the module docstring)."""
+               hparams: dict[str, Any], pipeline: str, load_snippet: str, license: str = "other",
+               loading_notes: list[str] | None = None) -> str:
+    """The README.md text for an export folder (see the module docstring).
+
+    `loading_notes`: what a user of this folder's pipeline class must know (how it loads, the
+    warnings diffusers prints, where its images equal synthmed's), listed under the snippet.
+    """
     run_dir = run_dir_of_checkpoint(ckpt)
     config = read_config(run_dir) if run_dir is not None else {}
     latent = info["module"] == "LatentDiffusionModule"
@@ -76,6 +81,7 @@ def model_card(*, name: str, info: dict[str, Any], ckpt: Path, checkpoint_meta: 
         "**Not for clinical use.** The images are synthetic. They must not be used to diagnose, treat or "
         "make any decision about a patient, nor be presented as real patient images.", "",
         "## Use", "", "```python", load_snippet.strip(), "```", "",
+        *[f"- {note}" for note in loading_notes or []], *([""] if loading_notes else []),
         "## Intended use", "",
         "Research on synthetic training data for medical image classifiers (train on synthetic, test on "
         "real; augmentation), method development and teaching. Out of scope: clinical use of any kind, "
@@ -83,7 +89,9 @@ def model_card(*, name: str, info: dict[str, Any], ckpt: Path, checkpoint_meta: 
         "training images: audit a synthetic set (`synthmed evaluate`'s copy detector) before sharing it.", "",
         "## Model", "",
         f"- classes ({len(classes)}): {', '.join(f'`{c}`' for c in classes) or 'none'}"
-        + (f"; null (unconditional) class index {info['null_class']}" if info.get("null_class") is not None else ""),
+        + (f"; null (unconditional) class index {info['null_class']}" if info.get("null_class") is not None else "")
+        + (f" ({info['diffusers_null_class']} in this folder's {pipeline})"
+           if info.get("diffusers_null_class") not in (None, info.get("null_class")) else ""),
         f"- sample shape (C, H, W) of the denoised space: {tuple(info['sample_shape'])}"
         + (f", latent scale {info['latent_scale']:.6g}" if latent and info.get("latent_scale") else ""),
         f"- noise schedule: {schedule['name']}, T={schedule['num_train_timesteps']}, "

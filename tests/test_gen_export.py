@@ -72,10 +72,10 @@ def test_latent_export_writes_unet_vae_scheduler(tmp_path):
     t.fit(ldm, loader())
     t.save_checkpoint(tmp_path / "ldm.ckpt")
     out = export_checkpoint(tmp_path / "ldm.ckpt", tmp_path / "ldm_diffusers")
-    unet = UNet2DModel.from_pretrained(out, subfolder="unet")
+    unet = UNet2DModel.from_pretrained(out, subfolder="transformer")  # a DiTPipeline folder (synthmed/dit_export.py)
     vae = AutoencoderKL.from_pretrained(out, subfolder="vae")
     assert vae.config.scaling_factor == pytest.approx(ldm.latent_scale)
-    assert unet.config.num_class_embeds == 4  # 3 classes + the null class
+    assert unet.config.num_class_embeds == 1001  # 3 classes, then synthmed's null class up to DiT's null label 1000
     info = json.loads((out / "synthmed.json").read_text())
     assert info["class_names"] == CLASS_NAMES and info["null_class"] == 3
     x = torch.randn(1, *info["sample_shape"])
