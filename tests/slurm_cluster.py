@@ -2,13 +2,19 @@
 
 Debian's `slurm-wlm` and `munge` packages (.ci/run installs them) are started from a slurm.conf
 written into a temporary folder; clients find it through SLURM_CONF. Every daemon is started in
-the foreground (-D) as our child and stopped by its PID. `SlurmCluster.start()` raises
+the foreground (-D) as our child and stopped by its PID. slurmd's job steps (slurmstepd, which
+detaches from slurmd) and the jobs' processes are no children of ours: `stop()` cancels the jobs
+while slurmctld is up, then stops the daemons, then finds every process left that carries this
+cluster's marker in its environment (the daemons' `SYNTHMED_TEST_SLURM_ROOT`, which slurmstepd
+inherits, or the jobs' `SLURM_CONF`) and stops it by PID: a timed-out test left a slurmstepd
+running. `stop()` also runs at interpreter exit. `SlurmCluster.start()` raises
 `SlurmUnavailable` with the reason when anything is missing or a daemon does not come up (the
 fixture turns that into a skip).
 """
 
 from __future__ import annotations
 
+import atexit
 import getpass
 import os
 import shutil
@@ -19,6 +25,36 @@ import time
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
+MARKER = "SYNTHMED_TEST_SLURM_ROOT"  # in the daemons' environment; slurmstepd inherits it
+
+
+def _ancestors() -> set[int]:
+    """This process and its parents (they may carry SLURM_CONF too, and must survive)."""
+    found, pid = set(), os.getpid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found
+
+
+def _processes_with(needles: list[bytes]) -> list[int]:
+    """PIDs of our user's processes whose environment holds one of `needles` (not us or our parents)."""
+    keep, uid, found = _ancestors(), os.getuid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in keep:
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if any(item in needles for item in environ):
+            found.append(int(entry.name))
+    return found
 
 
 class SlurmUnavailable(RuntimeError):
@@ -36,6 +72,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie, which only waits for its parent to reap it, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _real_memory_mb() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
@@ -51,7 +95,9 @@ class SlurmCluster:
         os.chmod(self.root, 0o755)  # munged wants its socket folder reachable by all
         self.procs: list[subprocess.Popen] = []
         self.start_seconds = 0.0
-        self.env = dict(os.environ)
+        atexit.register(self.stop)  # a test run that ends without fixture teardown still stops it
+        self.env = dict(os.environ, **{MARKER: str(self.root)})
+        self._stopped = False
 
     def _conf(self) -> str:
         user = getpass.getuser()
@@ -130,6 +176,16 @@ class SlurmCluster:
         raise SlurmUnavailable(f"{what} did not come up within {timeout:.0f} s{logs}")
 
     def stop(self) -> None:
+        """Stop the jobs, the daemons and every process left of this cluster (see the module docstring)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.procs and all(p.poll() is None for p in self.procs):  # slurmctld can still cancel the jobs
+            subprocess.run(["scancel", "--full", "-u", getpass.getuser()], env=self.env, capture_output=True,
+                           timeout=15)
+            end = time.monotonic() + 15
+            while time.monotonic() < end and self._ok(["squeue", "-h", "-o", "%i"], "\n"):
+                time.sleep(0.5)
         for proc in reversed(self.procs):  # slurmd, slurmctld, munged: by the PIDs we started
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -139,6 +195,34 @@ class SlurmCluster:
                     proc.kill()
                     proc.wait()
         self.procs.clear()
+        self._stop_leftovers()
+
+    def _stop_leftovers(self, grace: float = 10.0) -> list[int]:
+        """SIGTERM, then SIGKILL, every process still carrying this cluster's marker; returns their PIDs."""
+        left = _processes_with(self._markers())
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            end = time.monotonic() + grace
+            while left and time.monotonic() < end:
+                left = [pid for pid in left if _alive(pid)]
+                time.sleep(0.2)
+            if not left:
+                break
+        return left
+
+    def leftovers(self) -> list[int]:
+        """PIDs of processes that still carry this cluster's marker (empty after `stop()`)."""
+        return [pid for pid in _processes_with(self._markers()) if _alive(pid)]
+
+    def _markers(self) -> list[bytes]:
+        found = [f"{MARKER}={self.root}".encode()]
+        if "SLURM_CONF" in self.env:  # the jobs' processes (sbatch exports the submitter's environment)
+            found.append(f"SLURM_CONF={self.env['SLURM_CONF']}".encode())
+        return found
 
     def run(self, *argv: str) -> str:
         return subprocess.run(list(argv), env=self.env, capture_output=True, text=True, check=True).stdout
