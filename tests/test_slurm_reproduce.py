@@ -64,8 +64,10 @@ def started_at(log: Path) -> float:
 
 
 def report_numbers(report: str) -> list[str]:
-    """Every number in report.md's tables, in order (paths, dates and timings are not in table cells)."""
-    cells = [cell for line in report.splitlines() if line.startswith("|") for cell in line.split("|")]
+    """Every number in report.md's result tables, in order (the Stages table, with each stage's seconds,
+    comes after them and is left out; so are cells with paths)."""
+    results = report.split("## Stages")[0]
+    cells = [cell for line in results.splitlines() if line.startswith("|") for cell in line.split("|")]
     return [n for cell in cells if "/" not in cell and " s" not in cell for n in re.findall(r"-?\d+\.\d+", cell)]
 
 
