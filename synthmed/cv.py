@@ -1,6 +1,7 @@
 """`synthmed cv`: k-fold cross-validation = one `fit` (+ test) per fold, then a summary table.
 
-    synthmed cv --config X.yaml [--folds 5] [--name cv_run] [--keep-last] [any fit override ...]
+    synthmed cv --config X.yaml [--folds 5] [--name cv_run] [--keep-fold-checkpoints best|all] [--keep-last]
+                [any fit override ...]
 
 Fold k trains on the other folds of the training portion, early-stops on fold k and is tested
 on the test split (the same for every fold). Runs land in logs/<experiment>/<name>/fold_<k>/;
@@ -15,8 +16,12 @@ experiments in one table. Keys that do not change what is trained are not compar
 `HARMLESS_KEYS`.
 
 Disk: once a fold is finished its best checkpoint is rewritten weights-only (no optimizer state)
-and its resumable `last.ckpt` is deleted (`synthmed.finished_run_checkpoints`); `--keep-last`
-keeps last.ckpt as it is, e.g. to extend the folds later with `fit --ckpt_path`.
+and its resumable `last.ckpt` is deleted (`synthmed.finished_run_checkpoints`). Once all folds are
+finished and cv_summary.csv is written, only the best fold (lowest val/loss: `runs.best_fold_run`,
+the checkpoint a pipeline's `${stages.<cv>.best_ckpt}` names) keeps its checkpoint; the other
+folds keep their metrics, test predictions and logs (`--keep-fold-checkpoints all` keeps every
+fold's checkpoint). `--keep-last` keeps every fold's last.ckpt as it is, e.g. to extend the folds
+later with `fit --ckpt_path`, and so implies `--keep-fold-checkpoints all` unless that is given.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from typing import Any
 import pandas as pd
 
 from synthmed import runs
-from synthmed.finished_run_checkpoints import slim_finished_run
+from synthmed.console_table import TextTable
+from synthmed.finished_run_checkpoints import remove_checkpoints, slim_finished_run
 from synthmed.runs import CLASSIFIER_METRIC_KEYS
 from synthmed.trainer_run import TrainerRun, config_dict, flatten
 
@@ -57,17 +63,42 @@ def summarise(rows: list[dict], metrics: list[str] = CLASSIFIER_METRIC_KEYS) -> 
     return out[["fold", *cols, *[c for c in table.columns if c not in cols and c != "fold"]]]
 
 
-def format_table(summary: pd.DataFrame) -> str:
+# What cv prints of the summary (cv_summary.md / .csv have every metric): fits 120 columns.
+CONSOLE_COLUMNS = ("fold", "val/loss", "val/acc", "test/loss", "test/acc", "test/f1_macro")
+
+
+def summary_table(summary: pd.DataFrame) -> TextTable:
+    """Each fold's metrics and a `mean ± sd` row, as text cells."""
     cols = [c for c in summary.columns if c in CLASSIFIER_METRIC_KEYS]
-    lines = ["| fold | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    table = TextTable(["fold", *cols])
     for _, row in summary[summary["fold"].astype(str) != "sd"].iterrows():
         if row["fold"] == "mean":
             sd = summary[summary["fold"] == "sd"].iloc[0]
-            cells = [f"{row[c]:.4f} ± {sd[c]:.4f}" for c in cols]
-            lines.append("| mean ± sd | " + " | ".join(cells) + " |")
+            table.add(["mean ± sd", *(f"{row[c]:.4f} ± {sd[c]:.4f}" for c in cols)])
         else:
-            lines.append(f"| {row['fold']} | " + " | ".join(f"{row[c]:.4f}" for c in cols) + " |")
-    return "\n".join(lines)
+            table.add([row["fold"], *(f"{row[c]:.4f}" for c in cols)])
+    return table
+
+
+def format_table(summary: pd.DataFrame) -> str:
+    """The Markdown table of cv_summary.md."""
+    return summary_table(summary).markdown()
+
+
+def keep_best_fold_checkpoint(cv_dir: Path, fold_dirs: list[Path]) -> str | None:
+    """Delete the checkpoints of every fold but the best (`runs.best_fold_run`); what was done, or None."""
+    best = runs.best_fold_run(cv_dir).resolve()
+    freed, folds = 0, []
+    for fold_dir in fold_dirs:
+        if Path(fold_dir).resolve() == best:
+            continue
+        size, removed = remove_checkpoints(fold_dir)
+        freed += size
+        folds += [Path(fold_dir).name] if removed else []
+    if not folds:
+        return None
+    return (f"{best.name} (lowest val/loss) keeps its checkpoint; removed those of {', '.join(folds)} "
+            f"({freed / 1e6:.0f} MB; --keep-fold-checkpoints all keeps them)")
 
 
 def main(argv: list[str]) -> int:
@@ -77,7 +108,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--name", default=None, help="folder under logs/<experiment>/ (default cv_<time>)")
     parser.add_argument("--keep-last", action="store_true",
                         help="keep each finished fold's resumable last.ckpt (default: delete it and keep a "
-                             "weights-only best checkpoint)")
+                             "weights-only best checkpoint); implies --keep-fold-checkpoints all")
+    parser.add_argument("--keep-fold-checkpoints", choices=("best", "all"), default=None,
+                        help="best (default): once cv_summary.csv is written, only the best fold (lowest "
+                             "val/loss, what a pipeline's best_ckpt names) keeps its checkpoint; all: every fold")
     parser.add_argument("--fold", type=int, default=None,
                         help="run only this fold and write no summary (one array task of a cluster launcher); "
                              "a later run without --fold reuses the finished folds and writes cv_summary.csv")
@@ -87,6 +121,7 @@ def main(argv: list[str]) -> int:
     if not any(a == "--config" or a.startswith("--config=") for a in fit_args):
         parser.error("--config X.yaml is required (the fit configuration to cross-validate)")
     name = args.name or datetime.now().strftime("cv_%Y%m%d_%H%M%S")
+    keep_folds = args.keep_fold_checkpoints or ("all" if args.keep_last else "best")
 
     base = TrainerRun("fit", tuple(fit_args))
     config = base.resolve()  # the real CLI parser: which --config wins, interpolations, defaults
@@ -121,9 +156,14 @@ def main(argv: list[str]) -> int:
         return 0
     summary = summarise(rows)
     summary.to_csv(cv_dir / "cv_summary.csv", index=False)
-    table = format_table(summary)
-    (cv_dir / "cv_summary.md").write_text(f"# Cross-validation, {args.folds} folds\n\n{table}\n")
-    print(table)
+    table = summary_table(summary)
+    (cv_dir / "cv_summary.md").write_text(f"# Cross-validation, {args.folds} folds\n\n{table.markdown()}\n")
+    print(table.select(CONSOLE_COLUMNS).console())
+    print(f"(every metric: {cv_dir / 'cv_summary.md'})")
+    if keep_folds == "best":
+        done = keep_best_fold_checkpoint(cv_dir, [Path(r["run_dir"]) for r in rows])
+        if done:
+            print(done, flush=True)
     print(f"run_dir: {cv_dir}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Shrink a finished run's checkpoints: weights-only best checkpoint(s), no resumable last.ckpt.
+"""Shrink a finished run's checkpoints: weights-only best checkpoint(s), no resumable last.ckpt; or none.
 
 A finished cv fold is never resumed (cv reuses a fold with a metrics.json), so the optimizer state
 in its checkpoints and its `last.ckpt` only take disk: a 32-px quickstart left 1.7 GB, 12
@@ -7,6 +7,10 @@ What is kept is what Lightning's `ModelCheckpoint(save_weights_only=True)` would
 (weights, hyper-parameters, epoch/step and loop counters), so `Module.load_from_checkpoint`,
 `synthmed explain`, `evaluate`'s classifier extractor and `runs.find_checkpoint` read it as before.
 Lightning offers no "strip a saved checkpoint" call, hence these few lines.
+
+Of a finished cross-validation, later stages read one checkpoint: the best fold's (`runs.best_fold_run`,
+what a pipeline's `best_ckpt` names); `remove_checkpoints` deletes the other folds' (as scikit-learn's
+`cross_validate` keeps no fitted estimator unless `return_estimator=True`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,22 @@ def strip_to_weights(path: Path) -> int:
     torch.save(checkpoint, tmp)
     os.replace(tmp, path)
     return before - path.stat().st_size
+
+
+def remove_checkpoints(run_dir: str | Path) -> tuple[int, list[str]]:
+    """Delete every checkpoint of a finished run (`checkpoints/*.ckpt`, Lightning's `hpc_ckpt_*.ckpt`).
+
+    For the cv folds that downstream stages do not read (`synthmed cv --keep-fold-checkpoints best`):
+    their metrics.json, test_predictions.csv, split manifest and TensorBoard events stay. Returns
+    (bytes freed, the names removed); a symlink counts 0 bytes (its target is counted when it is removed).
+    """
+    run_dir = Path(run_dir)
+    freed, removed = 0, []
+    for path in sorted([*(run_dir / CHECKPOINT_DIR).glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]):
+        freed += 0 if path.is_symlink() else path.stat().st_size
+        path.unlink()
+        removed.append(path.name)
+    return freed, removed
 
 
 def slim_finished_run(run_dir: str | Path, keep_last: bool = False) -> tuple[int, list[str]]:

@@ -29,17 +29,19 @@ def test_finished_folds_keep_weights_only_best_and_no_last(tmp_path, monkeypatch
     assert cv.main(["--config", str(QUICKSTART), *TINY, "--experiment", "cvd", "--folds", "2", "--name", "c"]) == 0
     out = capsys.readouterr().out
     assert "removed last.ckpt" in out and "MB freed" in out
-    for fold in (0, 1):
-        ckpts = Path(f"logs/cvd/c/fold_{fold}/checkpoints")
-        assert sorted(p.name for p in ckpts.glob("*.ckpt") if p.name.startswith("last")) == []
-        best = runs.find_checkpoint(ckpts.parent)
-        assert best.name.startswith("best-")
-        saved = torch.load(best, weights_only=True, map_location="cpu")
-        assert "optimizer_states" not in saved and "lr_schedulers" not in saved and "callbacks" not in saved
-        # ResNet-18 weights ~45 MB; with AdamW's two moments the file was ~134 MB
-        assert best.stat().st_size < 60e6
-        model = ClassifierModule.load_from_checkpoint(best, map_location="cpu")
-        assert model.hparams.num_classes == 3
+    best_fold = runs.best_fold_run("logs/cvd/c")  # the only fold left with a checkpoint (--keep-fold-checkpoints best)
+    (other,) = [p for p in Path("logs/cvd/c").glob("fold_*") if p.resolve() != best_fold.resolve()]
+    assert list(other.rglob("*.ckpt")) == [] and (other / "metrics.json").is_file()
+    ckpts = best_fold / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.ckpt") if p.name.startswith("last")) == []
+    best = runs.find_checkpoint(ckpts.parent)
+    assert best.name.startswith("best-")
+    saved = torch.load(best, weights_only=True, map_location="cpu")
+    assert "optimizer_states" not in saved and "lr_schedulers" not in saved and "callbacks" not in saved
+    # ResNet-18 weights ~45 MB; with AdamW's two moments the file was ~134 MB
+    assert best.stat().st_size < 60e6
+    model = ClassifierModule.load_from_checkpoint(best, map_location="cpu")
+    assert model.hparams.num_classes == 3
     # the pipeline's cv kind reads the best fold's best checkpoint
     assert runs.find_checkpoint(runs.best_fold_run("logs/cvd/c")).is_file()
 

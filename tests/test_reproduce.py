@@ -101,6 +101,8 @@ def test_rerun_skips_every_stage(tiny_run, capsys):
     for stage in ("real_train", "real_test", "trtr", "evaluate"):
         assert f"skip {stage}: complete" in printed
     assert not any(line.startswith("=== stage") for line in printed)
+    table = [line for line in printed if line.startswith("|")]  # the closing table fits 120 columns (issue 16)
+    assert any("ours (trtr)" in line for line in table) and max(map(len, table)) <= 120
     assert printed[-1] == f"run_dir: {out}"
     assert summary.stat().st_mtime_ns == before
 

@@ -19,10 +19,20 @@ final step too. It saves from the same hook as the periodic saves, before the
 EMA callback copies its average into the model at train end, so the checkpoint holds the EMA
 weights (`state_dict`) and the live weights (`current_model_state`) exactly as a mid-run one
 does and a resumed or extended fit continues from the right place.
+
+`save_last: link` (Lightning >= 2.1): `last.ckpt` is a relative symlink to the newest top-k file
+instead of a second copy of it; the generator configs use it (a run then leaves one checkpoint
+file: the LDM's 82 MB and the autoencoder's 12 MB once instead of twice). Lightning links to the
+newest file it saved, even when that file is older than the state at an epoch-level save point
+(a monitored run whose metric stopped improving); then StepCheckpoint writes a real `last.ckpt`
+instead, so `last.ckpt` is still the latest state (the next top-k save turns it back into a link).
+A symlink resolves wherever the run folder is moved (`runs.move_aside`) or copied with its links
+(`cp -a`, `rsync -a`); `torch.load`, `--ckpt_path last` and `runs.find_checkpoint` read through it.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightning.pytorch as pl
@@ -40,8 +50,9 @@ def is_final_training_step(trainer: "pl.Trainer") -> bool:
 class StepCheckpoint(ModelCheckpoint):
     """`ModelCheckpoint` (same arguments) whose `last.ckpt` is the latest state, not the best one.
 
-    With `save_last: true` it refreshes `last.ckpt` at every epoch-level save point and, with
-    `every_n_train_steps`, also at the final training step (see the module docstring for why).
+    With `save_last: true` (or `link`) it refreshes `last.ckpt` at every epoch-level save point and,
+    with `every_n_train_steps`, also at the final training step (see the module docstring for why).
+    With `link`, `last.ckpt` links to a top-k file saved at the same step, else it is written as a file.
     Top-k files and `best_model_path` follow ModelCheckpoint's rules unchanged.
     """
 
@@ -59,6 +70,23 @@ class StepCheckpoint(ModelCheckpoint):
         """Write `last.ckpt` at an epoch-level save point unless this step was saved already."""
         if self.save_last and self._every_n_epochs >= 1 and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_last_checkpoint(self, trainer: "pl.Trainer", monitor_candidates: dict) -> None:
+        if not self.save_last:
+            return
+        if self.save_last == "link" and self._last_global_step_saved == trainer.global_step:
+            super()._save_last_checkpoint(trainer, monitor_candidates)  # a top-k file of this step: link to it
+            return
+        # A real file: the newest top-k file (if any) is older than this state. A link there goes first: a
+        # CheckpointIO that writes in place would write through it into the top-k file it names (Lightning's
+        # default one writes a temporary file and renames it, measured on 2.6.6).
+        if self.last_model_path and os.path.islink(self.last_model_path) and trainer.is_global_zero:
+            os.remove(self.last_model_path)
+        mode, self.save_last = self.save_last, True
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self.save_last = mode
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any,
                            batch: Any, batch_idx: int) -> None:

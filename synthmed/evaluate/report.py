@@ -13,11 +13,13 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from synthmed.console_table import TextTable
 from synthmed.evaluate.results import MetricResult, read_results
 
 HEADERS = {"metric": "metric [feature space / definition]", "class": "class", "value": "value [95 % CI]",
            "n": "n real / fake", "direction": "better", "definition": "definition"}
 DEFAULT_COLUMNS = ("metric", "class", "value", "n", "direction", "definition")
+CONSOLE_COLUMNS = ("metric", "class", "value", "n")  # what `synthmed evaluate` prints; evaluation.md has all
 
 
 def json_safe(value: Any) -> Any:
@@ -65,19 +67,36 @@ def result_cells(result: MetricResult, columns: Sequence[str] = DEFAULT_COLUMNS)
 def results_table(results: Sequence[MetricResult], columns: Sequence[str] = DEFAULT_COLUMNS,
                   lead_headers: Sequence[str] = (), lead_cells: Sequence[Sequence[str]] | None = None) -> str:
     """Markdown table of results; lead_cells[i] (under lead_headers) precede result i's cells."""
-    head = [*lead_headers, *(HEADERS[c] for c in columns)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return results_text_table(results, columns, lead_headers, lead_cells).markdown()
+
+
+def results_text_table(results: Sequence[MetricResult], columns: Sequence[str] = DEFAULT_COLUMNS,
+                       lead_headers: Sequence[str] = (), lead_cells: Sequence[Sequence[str]] | None = None
+                       ) -> TextTable:
+    """The cells of `results_table` (for a Markdown file or, fitted to 120 columns, the console)."""
+    table = TextTable([*lead_headers, *(HEADERS[c] for c in columns)])
     for i, result in enumerate(results):
         lead = list(lead_cells[i]) if lead_cells is not None else []
-        lines.append("| " + " | ".join([*lead, *result_cells(result, columns)]) + " |")
-    return "\n".join(lines)
+        table.add([*lead, *result_cells(result, columns)])
+    return table
+
+
+def _ordered(record: dict) -> list[MetricResult]:
+    results = read_results(record)
+    return [r for r in results if r.class_name is None] + [r for r in results if r.class_name is not None]
 
 
 def metrics_table(record: dict) -> str:
     """The metric table of an evaluation record: pooled rows, then the per-class rows."""
-    results = read_results(record)
-    ordered = [r for r in results if r.class_name is None] + [r for r in results if r.class_name is not None]
-    return results_table(ordered)
+    return results_table(_ordered(record))
+
+
+def console_metrics_table(record: dict) -> str:
+    """`metrics_table` for the terminal: without the direction and definition columns (evaluation.md has them),
+    at most 120 characters wide."""
+    table = results_text_table(_ordered(record), CONSOLE_COLUMNS)
+    table.wrap = (HEADERS["value"],)  # a reason (unreliable, not computed) wraps; metric names stay whole
+    return table.console()
 
 
 def _copy_md(audit: dict) -> list[str]:

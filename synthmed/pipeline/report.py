@@ -34,11 +34,15 @@ from synthmed.pipeline.kinds import STAGE_KINDS, kind_of, run_dir
 from synthmed.pipeline.report_classifiers import (POOLING, RowPredictions, paired_comparisons,
                                                   stage_predictions)
 from synthmed.pipeline.spec import Pipeline, Stage
+from synthmed.console_table import TextTable
 from synthmed.runs import CLASSIFIER_METRICS
 
 # (metric key in cv_summary.csv / metrics.json, column title, shown as percent)
 COLUMNS = [(m.key, m.title, m.percent) for m in CLASSIFIER_METRICS]
 INTERVAL_COLUMN = "test acc % [95 % CI over test images]"
+# What `reproduce` prints of the classifier table (after the row's keys): the rest is in report.md only.
+CONSOLE_COLUMNS = ("source", "runs", "test acc %", "F1", INTERVAL_COLUMN)
+NO_CLASSIFIER_ROW = "No stage of this pipeline produces a classifier row."
 
 
 def _classifier_row(stage: Stage) -> bool:
@@ -114,13 +118,25 @@ def classifier_table(pipeline: Pipeline, out: Path, state: dict | None = None,
                      predictions: dict[str, RowPredictions | str] | None = None) -> tuple[str, list[str]]:
     """Markdown table: for each of our rows (in stage order) the row, then the paper's matching row(s); the last
     column is the row's accuracy on the test images with its 95 % interval (`classifier_predictions`)."""
+    tables, notes = classifier_tables(pipeline, out, state, predictions)
+    return (tables[0].markdown() if tables else NO_CLASSIFIER_ROW), notes
+
+
+def classifier_tables(pipeline: Pipeline, out: Path, state: dict | None = None,
+                      predictions: dict[str, RowPredictions | str] | None = None
+                      ) -> tuple[tuple[TextTable, TextTable] | None, list[str]]:
+    """((every column, for report.md; the console's columns), notes) of `classifier_table`; None: no classifier row.
+
+    The console keeps the row, source, runs, test accuracy, F1 and the test-set interval (`CONSOLE_COLUMNS`)
+    so that `reproduce`'s closing table fits 120 columns; a skipped row shows its reason there."""
     stages = [s for s in pipeline.stages if s.row and _classifier_row(s)]
     if not stages:
-        return "No stage of this pipeline produces a classifier row.", []
+        return None, []
     predictions = classifier_predictions(pipeline, out, state) if predictions is None else predictions
     row_keys = _row_keys(stages)
-    head = [*row_keys, "source", "runs", *[title for _, title, _ in COLUMNS], INTERVAL_COLUMN]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = TextTable([*row_keys, "source", "runs", *[title for _, title, _ in COLUMNS], INTERVAL_COLUMN])
+    console_columns = [*row_keys, *CONSOLE_COLUMNS]
+    short = TextTable(console_columns)
     notes: list[str] = []
     paper_rows = list((pipeline.paper or {}).get("rows") or [])
     used: set[int] = set()
@@ -129,20 +145,22 @@ def classifier_table(pipeline: Pipeline, out: Path, state: dict | None = None,
         reason = _skipped(state, stage)
         if reason:
             cells = [f"skipped: {reason}", *["-"] * len(COLUMNS)]
-            lines.append("| " + " | ".join([*ident, f"ours ({stage.name})", "0 runs", *cells]) + " |")
+            table.add([*ident, f"ours ({stage.name})", "0 runs", *cells])
+            short.add([*ident, f"ours ({stage.name})", "0 runs", f"skipped: {reason}",
+                       *["-"] * (len(CONSOLE_COLUMNS) - 3)])
         else:
             cells, runs, stage_notes = ours_row(out, stage)
             notes += stage_notes
             found = predictions.get(stage.name)
             notes += found.notes if isinstance(found, RowPredictions) else []
-            lines.append("| " + " | ".join([*ident, f"ours ({stage.name})", runs, *cells.values(),
-                                            _interval_cell(found)]) + " |")
+            table.add([*ident, f"ours ({stage.name})", runs, *cells.values(), _interval_cell(found)])
+            short.rows.append(table.select(console_columns).rows[-1])
         for i, prow in _matching(paper_rows, stage.row, used):
             used.add(i)
             ident = [str(prow.get(k, "")) for k in row_keys]
-            lines.append("| " + " | ".join([*ident, "paper", "1 (single value)", *paper_cells(prow).values(),
-                                            "not reported"]) + " |")
-    return "\n".join(lines), notes
+            table.add([*ident, "paper", "1 (single value)", *paper_cells(prow).values(), "not reported"])
+            short.rows.append(table.select(console_columns).rows[-1])
+    return (table, short), notes
 
 
 def _link(path: Path, out: Path) -> str:
@@ -186,14 +204,14 @@ def classifier_sections(pipeline: Pipeline, out: Path, predictions: dict[str, Ro
     return lines
 
 
-def metric_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> str | None:
-    """Markdown table of evaluate rows: per paper column, each of our matching pooled results beside the paper's value.
+def metric_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> TextTable | None:
+    """Table of evaluate rows: per paper column, each of our matching pooled results beside the paper's value.
 
     Our results are the typed `MetricResult`s of the stage's evaluation.json (`read_results`), drawn by
     the evaluation's one renderer: value with its 95 % interval, or why it is missing or unreliable
     (e.g. FID from fewer images than feature dimensions), and the images it was computed from.
     """
-    from synthmed.evaluate.report import results_table
+    from synthmed.evaluate.report import results_text_table
     from synthmed.evaluate.results import MetricResult, read_results
 
     stages = [s for s in pipeline.stages if s.row and s.verb == "evaluate"]
@@ -225,8 +243,8 @@ def metric_table(pipeline: Pipeline, out: Path, state: dict | None = None) -> st
             for result in found:
                 lead.append([*ident, column, paper])
                 shown.append(result)
-    return results_table(shown, columns=("metric", "value", "n"), lead_headers=[*row_keys, "metric", "paper"],
-                         lead_cells=lead)
+    return results_text_table(shown, columns=("metric", "value", "n"), lead_headers=[*row_keys, "metric", "paper"],
+                              lead_cells=lead)
 
 
 def evaluation_sections(pipeline: Pipeline, out: Path, state: dict) -> list[str]:
@@ -274,7 +292,8 @@ def evaluation_sections(pipeline: Pipeline, out: Path, state: dict) -> list[str]
 
 
 def write_report(pipeline: Pipeline, out: Path, state: dict, command: str) -> str:
-    """Write `<out>/report.md`; returns the tables beside the paper (printed by the runner)."""
+    """Write `<out>/report.md`; returns the tables beside the paper as the runner prints them (at most 120
+    characters wide: the classifier table's `CONSOLE_COLUMNS`, cells wrapped; report.md has every column)."""
     import torch
 
     paper = pipeline.paper or {}
@@ -290,7 +309,8 @@ def write_report(pipeline: Pipeline, out: Path, state: dict, command: str) -> st
               f"Paper: none — {paper.get('none_reason', 'this pipeline has no paper numbers to compare with')}.")
     printed: list[str] = []
     predictions = classifier_predictions(pipeline, out, state)
-    table, notes = classifier_table(pipeline, out, state, predictions)
+    tables, notes = classifier_tables(pipeline, out, state, predictions)
+    table = tables[0].markdown() if tables else NO_CLASSIFIER_ROW
     metrics = metric_table(pipeline, out, state)
     if metrics is None or any(s.row and _classifier_row(s) for s in pipeline.stages):
         lines += ["## Classifiers", "",
@@ -300,7 +320,8 @@ def write_report(pipeline: Pipeline, out: Path, state: dict, command: str) -> st
         lines += [source, ""] if has_rows else []
         lines += [table, ""]
         lines += classifier_sections(pipeline, out, predictions)
-        printed.append(table)
+        printed.append(tables[1].console() + "\n(losses, train / val accuracy, precision, recall: report.md)"
+                       if tables else NO_CLASSIFIER_ROW)
     if metrics is not None:
         lines += ["## Generated images beside the paper", "",
                   "One line per metric of ours under each paper column: feature-space metrics name their extractor "
@@ -308,8 +329,8 @@ def write_report(pipeline: Pipeline, out: Path, state: dict, command: str) -> st
                   "`random_pairs`: each fake vs a random real image). The paper's value is repeated on each line.",
                   ""]
         lines += [] if printed else [source, ""]
-        lines += [metrics, ""]
-        printed.append(metrics)
+        lines += [metrics.markdown(), ""]
+        printed.append(metrics.console())
     for note in [*(paper.get("notes") or []), *notes]:
         lines.append(f"- {note}")
     lines += ["", "## Generated images", ""]

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from synthmed.console_table import console_table
 from synthmed.runs import restart_options
 from synthmed.sweep.grid import PlannedRun
 from synthmed.trainer_run import option_args
@@ -80,6 +81,5 @@ def log_tail(path: Path, lines: int = 12) -> str:
 
 
 def status_table(rows: list[tuple[str, str, str]]) -> str:
-    lines = ["| run | status | run_dir |", "|---|---|---|"]
-    lines += [f"| {name} | {status} | {run_dir} |" for name, status, run_dir in rows]
-    return "\n".join(lines)
+    """Each run's status, as printed at the end of a local sweep (at most 120 characters wide)."""
+    return console_table(["run", "status", "run_dir"], rows)

@@ -6,7 +6,8 @@ Finds every `metrics.json` under DIR and the `overrides.json` that `synthmed swe
 to it. `--by` names grid options to group on (`model.arch` and `model.init_args.arch` are the
 same); without `--by` all runs form one group. Writes DIR/sweep_summary.csv (one row per run,
 all numeric metrics) and DIR/sweep_summary.md (per group: n, mean ± sample sd (ddof=1) of each
-metric; sd is "–" when n = 1) and prints the Markdown table.
+metric; sd is "–" when n = 1) and prints the table, at most 120 characters wide (without
+--metrics only the validation and test metrics: the .md file has every one).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
 
+from synthmed.console_table import CONSOLE_WIDTH, TextTable
 from synthmed.runs import CLASSIFIER_METRIC_KEYS
 from synthmed.sweep.grid import format_value, normalise_key
+
+
+# What the console shows of the default metrics (sweep_summary.md / .csv have every one).
+CONSOLE_METRICS = ("val/loss", "val/acc", "test/loss", "test/acc", "test/f1_macro")
 
 
 class SummaryError(ValueError):
@@ -107,19 +114,23 @@ def group_table(table: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Da
     return stats.reset_index()
 
 
-def markdown(groups: pd.DataFrame, by: list[str], metrics: list[str]) -> str:
+def group_text_table(groups: pd.DataFrame, by: list[str], metrics: list[str]) -> TextTable:
+    """Per group: its --by values, n, and `mean ± sd` of each metric, as text cells."""
     keys = by or ["_all"]
-    head = [*(by or ["runs"]), "n", *metrics]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    table = TextTable([*(by or ["runs"]), "n", *metrics])
     for _, g in groups.iterrows():
         cells = [str(g[k]) for k in keys] + [str(int(g["n"]))]
         cells += [_cell(float(g[f"{m}/mean"]), float(g[f"{m}/std"])) for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.add(cells)
+    return table
+
+
+def markdown(groups: pd.DataFrame, by: list[str], metrics: list[str]) -> str:
+    return group_text_table(groups, by, metrics).markdown()
 
 
 def summarise_sweep(sweep_dir: Path, by: list[str], metrics: list[str] | None) -> str:
-    """Write sweep_summary.csv / .md in `sweep_dir`; returns the Markdown table."""
+    """Write sweep_summary.csv / .md in `sweep_dir`; returns the table and notes as printed (<= 120 wide)."""
     if not sweep_dir.is_dir():
         raise SummaryError(f"{sweep_dir} is not a folder (give the sweep's --out folder)")
     rows, unfinished = collect_runs(sweep_dir)
@@ -130,12 +141,19 @@ def summarise_sweep(sweep_dir: Path, by: list[str], metrics: list[str] | None) -
     by = by_columns(table, by)
     table.to_csv(sweep_dir / "sweep_summary.csv", index=False)
     groups = group_table(table, by, chosen)
-    text = markdown(groups, by, chosen)
+    text = group_text_table(groups, by, chosen)
     notes = f"{len(rows)} finished runs; mean ± sample sd (ddof=1) per group."
     if unfinished:
         notes += f" Not finished (no metrics.json): {', '.join(unfinished)}."
-    (sweep_dir / "sweep_summary.md").write_text(f"# Sweep summary: {sweep_dir}\n\n{notes}\n\n{text}\n")
-    return text + "\n\n" + notes
+    (sweep_dir / "sweep_summary.md").write_text(f"# Sweep summary: {sweep_dir}\n\n{notes}\n\n{text.markdown()}\n")
+    # the console: at most 120 wide; without --metrics only the CONSOLE_METRICS (the file has every one)
+    shown = text
+    if not metrics and any(m in CONSOLE_METRICS for m in chosen):
+        lead = text.head[:len(by or ["runs"]) + 1]  # the --by values and n
+        shown = text.select([*lead, *(m for m in chosen if m in CONSOLE_METRICS)])
+    shown.wrap = tuple(shown.head[len(by or ["runs"]) + 1:])  # a long group name stays whole, its numbers wrap
+    more = f" Every metric: {sweep_dir / 'sweep_summary.md'}." if shown.head != text.head else ""
+    return shown.console() + "\n\n" + textwrap.fill(notes + more, CONSOLE_WIDTH)
 
 
 def main(argv: list[str]) -> int:
