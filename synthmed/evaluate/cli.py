@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-net", default="alex", choices=("alex", "vgg", "squeeze"), help="LPIPS backbone (alex)")
     p.add_argument("--clip-model", default=None, help="local transformers CLIP folder for CLIP score")
     p.add_argument("--clip-prompt", default="a medical image of {class}",
-                   help="prompt template for CLIP score when <fake>/metadata.csv has no caption column")
+                   help="prompt template for CLIP score when <fake>/metadata.parquet (or .csv) has no caption column")
     p.add_argument("--image-size", type=int, default=None,
                    help="evaluation size in px (default: the extractor's training size; inception 299)")
     p.add_argument("--max-images", type=int, default=None, help="seeded random subset of at most N images per set")
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
     from synthmed.evaluate.images import ImageSetError
     from synthmed.evaluate.perceptual import PerceptualError
     from synthmed.evaluate.pipeline import EvaluateOptions, evaluate
-    from synthmed.evaluate.report import metrics_table, write_reports
+    from synthmed.evaluate.report import console_metrics_table, write_reports
     from synthmed.runs import environment_record
 
     opts = EvaluateOptions(**{k: v for k, v in vars(args).items() if k != "out"})
@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
     record["command"] = "synthmed evaluate " + " ".join(argv)
     write_reports(record, staging)
     (staging / "env.json").write_text(json.dumps(environment_record(), indent=2) + "\n")
-    print(metrics_table(record))
+    print(console_metrics_table(record))  # evaluation.md in the run folder has every column
     print(f"run_dir: {staging}")
     return 0
 
